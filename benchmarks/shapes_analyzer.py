@@ -6,6 +6,11 @@ to the nearest detection (by centre, each detection used once, within one cell);
 counts as wrong on every attribute. "count" is per scene (number of detections == number of objects),
 "scene exact" is the whole scene right (same multiset of (shape, color, row, col)).
 
+Then the negatives (corl.shapes.noise_images: uniform / Gaussian / salt-and-pepper / blocky noise,
+plain colored canvases, scribbles), n images per kind: the share of images with any recognized
+detection (shape and color both known; should be 0) and the scorer pass rate of each image against a
+random scene of a random category (overall = mean over categories, as GenEval; should be 0).
+
     .venv/bin/python benchmarks/shapes_analyzer.py --n 500 --sizes 48 32 64
 """
 
@@ -18,9 +23,10 @@ import time
 
 import numpy as np
 
-from corl.shapes.analyzer import DetectedObject, analyze
+from corl.shapes.analyzer import UNKNOWN, DetectedObject, analyze
+from corl.shapes.noise_images import NOISE_KINDS, noise_image
 from corl.shapes.render import cell_size, degrade, render_scene
-from corl.shapes.scene import Scene, sample_scene
+from corl.shapes.scene import CATEGORIES, Scene, sample_scene
 from corl.shapes.scorer import score_detections, summarize_results
 
 # name -> (blur sigma px, noise std on 0..1); "severe" is beyond what we expect, to show the margin.
@@ -82,6 +88,27 @@ def evaluate(n: int, size: int, blur: float, noise: float, seed: int) -> dict[st
     return row
 
 
+def evaluate_noise(kind: str, n: int, size: int, seed: int) -> dict[str, float]:
+    """Detections on n seeded images of a noise kind, and their scorer pass rate against random scenes."""
+    rng, scene_rng = np.random.default_rng(seed), random.Random(seed)
+    recognized = n_detections = 0
+    results = []
+    start = time.perf_counter()
+    for _ in range(n):
+        found = analyze(noise_image(kind, rng, size))
+        n_detections += len(found)
+        recognized += any(d.shape != UNKNOWN and d.color != UNKNOWN for d in found)
+        results.append(score_detections(found, sample_scene(scene_rng)))
+    elapsed = time.perf_counter() - start
+    return {
+        "any recognized": recognized / n,
+        "pass overall": summarize_results(results)["overall"],
+        "passed images": float(np.mean([r.passed for r in results])),
+        "detections/image": n_detections / n,
+        "ms/image": 1000 * elapsed / n,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500, help="scenes per condition (default 500)")
@@ -100,14 +127,24 @@ def main() -> None:
         cells = "".join(f"{r[c]:>12.1f}" if c == "ms/image" else f"{r[c]:>12.3f}" for c in accuracy_cols)
         print(f"{size:>4} {label:<22}" + cells)
 
-    pass_cols = [k for k in next(iter(rows.values())) if k.startswith("pass ")]
+    pass_cols = [f"pass {c}" for c in (*CATEGORIES, "overall")]
     print(f"\nScorer pass rate against the image's own scene ({args.n} scenes per row)")
     print("(last column: pass rate of the same image against a random other scene of its category;")
     print(" by chance a few match, e.g. the same shape for single_object)")
     print(f"{'size':>4} {'condition':<10}" + "".join(f"{c[5:]:>14}" for c in pass_cols) + f"{'vs other':>10}")
     for (size, name), r in rows.items():
-        print(f"{size:>4} {name:<10}" + "".join(f"{r[c]:>14.3f}" for c in pass_cols)
+        print(f"{size:>4} {name:<10}" + "".join(f"{r[c]:>14.3f}" if c in r else f"{'-':>14}" for c in pass_cols)
               + f"{r['false pass overall']:>10.3f}")
+
+    noise_cols = ["any recognized", "pass overall", "passed images", "detections/image", "ms/image"]
+    print(f"\nNoise images ({args.n} per kind): share with any recognized object (shape and color known),")
+    print("scorer pass rate against a random scene (overall = mean over categories; passed images = share)")
+    print(f"{'size':>4} {'kind':<12}" + "".join(f"{c:>18}" for c in noise_cols))
+    for size in args.sizes:
+        for kind in NOISE_KINDS:
+            r = evaluate_noise(kind, args.n, size, args.seed)
+            print(f"{size:>4} {kind:<12}" + "".join(
+                f"{r[c]:>18.1f}" if c == "ms/image" else f"{r[c]:>18.3f}" for c in noise_cols))
 
 
 if __name__ == "__main__":

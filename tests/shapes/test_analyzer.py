@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from corl.shapes.analyzer import UNKNOWN, DetectedObject, analyze, describe
-from corl.shapes.render import degrade, render_scene
+from corl.shapes.analyzer import UNKNOWN, DetectedObject, analyze, analyze_detailed, describe
+from corl.shapes.noise_images import NOISE_KINDS, noise_image
+from corl.shapes.render import degrade, render_objects, render_scene
 from corl.shapes.scene import CATEGORIES, Scene, ShapeObject, sample_scene
 
 
@@ -44,6 +45,88 @@ def test_robust_to_mild_blur_and_noise():
         scene = sample_scene(rng)
         right += _read(degrade(render_scene(scene), 0.8, 0.04, noise_rng)) == _truth(scene)
     assert right / 150 >= 0.99
+
+
+def test_robust_to_strong_blur_and_noise():
+    rng, noise_rng = random.Random(6), np.random.default_rng(6)
+    right = sum(_read(degrade(render_scene(scene), 1.5, 0.10, noise_rng)) == _truth(scene)
+                for scene in (sample_scene(rng) for _ in range(150)))
+    assert right / 150 >= 0.99
+
+
+def _recognized(found: list[DetectedObject]) -> list[DetectedObject]:
+    return [d for d in found if d.shape != UNKNOWN and d.color != UNKNOWN]
+
+
+@pytest.mark.parametrize("kind", list(NOISE_KINDS))
+def test_noise_holds_no_recognized_object(kind):
+    rng = np.random.default_rng(list(NOISE_KINDS).index(kind))
+    for size, n in ((48, 100), (32, 10), (64, 10)):
+        for _ in range(n):
+            assert _recognized(analyze(noise_image(kind, rng, size))) == []
+
+
+def test_random_weight_janus_decoder_output_holds_no_object():
+    """The flaw this guards against: an untrained Janus model's images read as nine objects."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.janus.modeling_janus import JanusVQVAE
+
+    torch.manual_seed(0)
+    # The Shapes base model's VQ layout (patch 8 -> 4 levels, 6 x 6 codes for 48 px), random weights.
+    config = transformers.JanusVQVAEConfig(embed_dim=8, num_embeddings=128, latent_channels=32, base_channels=32,
+                                           channel_multiplier=[1, 1, 1, 1], num_res_blocks=0, num_patches=6)
+    with torch.no_grad():
+        pixels = JanusVQVAE(config).eval().decode(torch.randint(0, 128, (60, 36)))  # (60, 3, 48, 48) in ~[-1, 1]
+    images = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert images.shape == (60, 48, 48, 3)
+    for image in images:
+        assert _recognized(analyze(image)) == []
+
+
+def test_scribble_next_to_objects_is_unknown_and_objects_survive():
+    scene = Scene((ShapeObject("circle", "red", 0, 0), ShapeObject("square", "blue", 0, 2)), "color_attr")
+    image = render_scene(scene)
+    ImageDraw.Draw(image).line([(34, 34), (40, 44), (44, 35), (46, 46)], fill=(30, 160, 50), width=2)
+    found = analyze(image)
+    assert sorted((d.shape, d.color, d.row, d.col) for d in _recognized(found)) == _truth(scene)
+    assert [(d.shape, d.row, d.col) for d in found if d not in _recognized(found)] == [(UNKNOWN, 2, 2)]
+
+
+def test_object_in_noise_or_on_a_colored_canvas_is_not_recognized():
+    obj = ShapeObject("square", "red", 1, 1)
+    noisy = np.asarray(render_objects([obj]), dtype=np.uint8).copy()
+    rng = np.random.default_rng(0)
+    noisy[14:34, 31:40] = rng.integers(0, 256, (20, 9, 3))  # noise touching the square's right side
+    assert _recognized(analyze(noisy)) == []
+    canvas = np.asarray(render_objects([obj]), dtype=np.uint8).copy()
+    canvas[(canvas == 255).all(axis=-1)] = (190, 190, 200)  # a grey-blue background instead of white
+    ((det, evidence),) = analyze_detailed(canvas)
+    assert (det.shape, det.color) == (UNKNOWN, UNKNOWN) and evidence.reasons == ("no white background",)
+    # The same square on white is recognized, with clean evidence.
+    ((det, evidence),) = analyze_detailed(render_objects([obj]))
+    assert (det.shape, det.color) == ("square", "red") and evidence.reasons == ()
+    assert evidence.background_ink < 0.01 and evidence.unexplained == 0.0
+
+
+def test_shapes_joined_by_full_strength_ink_are_unknown():
+    image = render_objects([ShapeObject("square", "red", 1, 0), ShapeObject("square", "red", 1, 1)])
+    ImageDraw.Draw(image).rectangle([12, 21, 20, 26], fill=(220, 30, 30))  # a thick red bar across the gap
+    found = analyze_detailed(image)
+    assert len(found) == 2
+    for det, evidence in found:
+        assert (det.shape, det.color) == (UNKNOWN, UNKNOWN) and "joined to ink in the next cell" in evidence.reasons
+        assert evidence.bridge > 0.9
+
+
+def test_oversized_and_undersized_shapes_are_unknown():
+    big = Image.new("RGB", (48, 48), "white")
+    ImageDraw.Draw(big).rectangle([1, 1, 15, 15], fill=(220, 30, 30))  # 15 px: nearly a whole cell
+    small = Image.new("RGB", (48, 48), "white")
+    ImageDraw.Draw(small).ellipse([20, 20, 26, 26], fill=(30, 70, 220))  # 7 px circle
+    for image in (big, small):
+        ((det, evidence),) = analyze_detailed(image)
+        assert det.shape == UNKNOWN and "implausible size" in evidence.reasons
 
 
 def test_accepts_arrays_and_reports_geometry():
