@@ -12,7 +12,9 @@ its features are shared by the G rows. The image placeholder token is never samp
 scoring too). Sampling stops at EOS per row (the mask includes the EOS) or at
 max_new_tokens (such rows are flagged `is_truncated`).
 
-Both loops: a static KV cache allocated once (prompt + new tokens), prefill then one token per step,
+Both loops (`corl.policy.decoding`): run under torch.inference_mode (returned tensors are cloned out
+of it, so they can enter autograd later); one prompt forward per distinct prompt (the G rows of a
+group share it), a KV cache allocated once (prompt + new tokens), a lean decode step per token,
 preallocated outputs, and left-padding-aware position ids (0 at each row's first real token), the same
 ones `scoring.py` uses, so sampled tokens are scored under exactly the distribution they came from.
 Note: transformers' image `generate` counts positions from the first (padding) slot instead; for
@@ -28,14 +30,14 @@ from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
-from transformers import StaticCache
 
+from corl.policy.decoding import decode_threads, distinct_rows, start_decoding
 from corl.policy.prompts import PromptStyle, encode_generation, encode_understanding
 from corl.policy.records import ImageRollout, TextRollout
 from corl.policy.sampling import (
+    blocked_token_mask,
     cfg_logits,
     completion_mask_after_eos,
-    positions_from_mask,
     sample_next,
     suppress_tokens,
     unconditional_prompt,
@@ -53,6 +55,12 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     if seed is None:
         return None
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _decode_threads(policy: JanusPolicy, rows: int):
+    """One CPU thread for decode loops of tiny models (see `decoding.SINGLE_THREAD_DECODE_BELOW`)."""
+    config = policy.model.config.text_config
+    return decode_threads(rows, config.hidden_size, config.intermediate_size, policy.device)
 
 
 def _row_chunks(rows: int, max_rows: int | None) -> list[slice]:
@@ -74,12 +82,12 @@ def _sample_image_tokens(
     greedy: bool,
     generator: torch.Generator | None,
     steps: int,
+    compile_decode: bool = False,
 ) -> torch.Tensor:
-    """Draw `steps` image codes for r rows -> [r, steps] long."""
+    """Draw `steps` image codes for r rows -> [r, steps] long (call under torch.inference_mode)."""
     model = policy.model
     language_model = model.model.language_model
-    rows, prompt_len = prompt_ids.shape
-    num_tokens = policy.num_image_tokens
+    rows = prompt_ids.shape[0]
     guided = cfg_weight != 1.0  # w = 1 is exactly the conditional distribution: skip the extra rows
     if guided:
         uncond_ids = unconditional_prompt(
@@ -89,23 +97,17 @@ def _sample_image_tokens(
         mask = torch.cat([prompt_mask, prompt_mask])
     else:
         ids, mask = prompt_ids, prompt_mask
-    batch = ids.shape[0]
-
-    # Attention mask over the whole cache: prompt part as given, generated part all ones.
-    full_mask = torch.ones(batch, prompt_len + num_tokens, dtype=mask.dtype, device=mask.device)
-    full_mask[:, :prompt_len] = mask
-    positions = positions_from_mask(mask)  # [b, P]
-    next_position = positions[:, -1:] + 1  # [b, 1]: the prompt ends with the (real) image-start tag
-    cache = StaticCache(config=language_model.config, max_cache_len=prompt_len + num_tokens)
-
-    out = language_model(
-        inputs_embeds=language_model.get_input_embeddings()(ids),  # [b, P, D]
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-    )
-    hidden = out.last_hidden_state[:, -1]  # [b, D]
+    # Prefill once per distinct prompt row (G samples of a caption share it), then one code per step;
+    # the last code is never fed back.
+    first, inverse = distinct_rows(ids, mask)
+    hidden, decode = start_decoding(
+        language_model,
+        language_model.get_input_embeddings()(ids[first]),  # [U, P, D]
+        mask[first],
+        inverse,
+        steps - 1,
+        compile_step=compile_decode,
+    )  # hidden: [b, D]
     tokens = torch.empty(rows, steps, dtype=torch.long, device=ids.device)
     for step in range(steps):
         logits = model.model.generation_head(hidden).float()  # [b, V_img]
@@ -115,15 +117,9 @@ def _sample_image_tokens(
         tokens[:, step] = token
         if step == steps - 1:
             break  # the last code is never fed back
-        feed = torch.cat([token, token]) if guided else token  # [b]
-        out = language_model(
-            inputs_embeds=model.prepare_embeddings_for_image_generation(feed[:, None]),  # [b, 1, D]
-            attention_mask=full_mask[:, : prompt_len + step + 1],
-            position_ids=next_position + step,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state[:, -1]
+        embeds = model.prepare_embeddings_for_image_generation(token[:, None])  # [r, 1, D]
+        # both rows of a sample (conditional and unconditional) are fed its code
+        hidden = decode(torch.cat([embeds, embeds]) if guided else embeds)  # [b, D]
     return tokens
 
 
@@ -163,11 +159,16 @@ def rollout_images(
     max_rows: int | None = None,
     style: PromptStyle | None = None,
     debug_max_steps: int | None = None,
+    compile_decode: bool = False,
 ) -> ImageRollout:
     """Sample `group_size` images for each caption -> ImageRollout with R = len(captions) * group_size rows.
 
     max_rows: at most this many samples per forward batch (each uses 2 rows with CFG), to bound memory.
     debug_max_steps: tests only; sample only this many codes and fill the rest with code 0 (logged).
+    compile_decode: run the decode step with static shapes through torch.compile (CUDA graphs on GPU),
+    `decoding.StaticDecoder`; the first call per shape compiles (slow), later ones reuse the graph and keep
+    its KV buffers allocated (`StaticDecoder.release(language_model)` frees them). Off by default; not
+    measured on a GPU yet (benchmarks/rollout.py --compile).
     """
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -184,18 +185,22 @@ def rollout_images(
         )
     generator = make_generator(seed, device)
     image_tokens = torch.zeros(prompt_ids.shape[0], num_tokens, dtype=torch.long, device=device)  # [R, N]
-    for rows in _row_chunks(prompt_ids.shape[0], max_rows):
-        image_tokens[rows, :steps] = _sample_image_tokens(
-            policy,
-            prompt_ids[rows],
-            prompt_mask[rows],
-            cfg_weight=cfg_weight,
-            temperature=temperature,
-            top_k=top_k,
-            greedy=greedy,
-            generator=generator,
-            steps=steps,
-        )
+    chunks = _row_chunks(prompt_ids.shape[0], max_rows)
+    batch_rows = (chunks[0].stop - chunks[0].start) * (2 if cfg_weight != 1.0 else 1)
+    with torch.inference_mode(), _decode_threads(policy, batch_rows):
+        for rows in chunks:
+            image_tokens[rows, :steps] = _sample_image_tokens(
+                policy,
+                prompt_ids[rows],
+                prompt_mask[rows],
+                cfg_weight=cfg_weight,
+                temperature=temperature,
+                top_k=top_k,
+                greedy=greedy,
+                generator=generator,
+                steps=steps,
+                compile_decode=compile_decode,
+            )
     images = decode_images(policy, image_tokens) if decode else []
     return ImageRollout(
         prompt_ids=prompt_ids,
@@ -217,8 +222,9 @@ def rollout_images(
 
 def _sample_completion(
     policy: JanusPolicy,
-    prompt_embeds: torch.Tensor,  # [r, P, D]
-    prompt_mask: torch.Tensor,  # [r, P]
+    prompt_embeds: torch.Tensor,  # [U, P, D] distinct prompts
+    prompt_mask: torch.Tensor,  # [U, P]
+    prompt_of_row: torch.Tensor,  # [r] long: the prompt (0..U-1) of each sampled row
     *,
     max_new_tokens: int,
     temperature: float,
@@ -226,52 +232,42 @@ def _sample_completion(
     top_k: int | None,
     top_p: float | None,
     generator: torch.Generator | None,
+    compile_decode: bool = False,
 ) -> torch.Tensor:
     """Sample up to max_new_tokens per row, stopping when every row has emitted EOS -> [r, steps] long
-    (pad after each row's EOS)."""
+    (pad after each row's EOS). Call under torch.inference_mode."""
     model = policy.model
     language_model = model.model.language_model
     eos_id, pad_id = policy.tokens.eos_id, policy.tokens.pad_id
-    rows, prompt_len = prompt_mask.shape
-    full_mask = torch.ones(
-        rows, prompt_len + max_new_tokens, dtype=prompt_mask.dtype, device=prompt_mask.device
-    )
-    full_mask[:, :prompt_len] = prompt_mask
-    positions = positions_from_mask(prompt_mask)
-    next_position = positions[:, -1:] + 1  # [r, 1]
-    cache = StaticCache(config=language_model.config, max_cache_len=prompt_len + max_new_tokens)
-    out = language_model(
-        inputs_embeds=prompt_embeds,
-        attention_mask=prompt_mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-    )
-    hidden = out.last_hidden_state[:, -1]  # [r, D]
-    completion = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=prompt_mask.device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=prompt_mask.device)
+    rows = prompt_of_row.shape[0]
+    device = prompt_mask.device
+    # the G answers of a question share one prompt forward; the last token is never fed back
+    hidden, decode = start_decoding(
+        language_model,
+        prompt_embeds,
+        prompt_mask,
+        prompt_of_row,
+        max_new_tokens - 1,
+        compile_step=compile_decode,
+    )  # hidden: [r, D]
+    blocked = blocked_token_mask(policy.tokens.not_in_text, model.lm_head.out_features, device)  # [V]
+    completion = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
     steps = max_new_tokens
     for step in range(max_new_tokens):
         # [r, V]; an answer never contains the image placeholder (scoring would try to put image
         # features there); scoring suppresses the same ids, so both see the same distribution
-        logits = suppress_tokens(model.lm_head(hidden), policy.tokens.not_in_text)
+        logits = suppress_tokens(model.lm_head(hidden), policy.tokens.not_in_text, blocked=blocked)
         token = sample_next(
             logits, temperature=temperature, greedy=greedy, top_k=top_k, top_p=top_p, generator=generator
         )
-        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        token = token.masked_fill(finished, pad_id)
         completion[:, step] = token
         finished |= token == eos_id
         if step == max_new_tokens - 1 or bool(finished.all()):
             steps = step + 1
             break
-        out = language_model(
-            inputs_embeds=language_model.get_input_embeddings()(token[:, None]),  # [r, 1, D]
-            attention_mask=full_mask[:, : prompt_len + step + 1],
-            position_ids=next_position + step,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state[:, -1]
+        hidden = decode(language_model.get_input_embeddings()(token[:, None]))  # [r, D]
     return completion[:, :steps]
 
 
@@ -290,8 +286,16 @@ def rollout_text(
     seed: int | None = None,
     max_rows: int | None = None,
     style: PromptStyle | None = None,
+    compile_decode: bool = False,
 ) -> TextRollout:
-    """Sample `group_size` answers per (image, question) -> TextRollout with R = B * group_size rows."""
+    """Sample `group_size` answers per (image, question) -> TextRollout with R = B * group_size rows.
+
+    max_rows: at most this many answers per forward batch, to bound memory.
+    compile_decode: run the decode step with static shapes through torch.compile (CUDA graphs on GPU),
+    `decoding.StaticDecoder`; the first call per shape compiles (slow), later ones reuse the graph and keep
+    its KV buffers allocated (`StaticDecoder.release(language_model)` frees them). Off by default; not
+    measured on a GPU yet (benchmarks/rollout.py --compile).
+    """
     if group_size < 1 or max_new_tokens < 1:
         raise ValueError(f"group_size and max_new_tokens must be >= 1, got {group_size}, {max_new_tokens}")
     style = style or policy.style
@@ -300,26 +304,32 @@ def rollout_text(
     ids = encoded.input_ids.to(device)  # [B, P]
     mask = encoded.attention_mask.to(device)
     pixel_values = encoded.pixel_values.to(device, policy.dtype)  # [B, 3, H, W]
-    embeds = understanding_embeddings(
-        policy.model, ids, pixel_values
-    )  # [B, P, D], vision encoder once per image
-    embeds = embeds.repeat_interleave(group_size, dim=0)  # [R, P, D]
-    mask_rows = mask.repeat_interleave(group_size, dim=0)
+    rows_total = ids.shape[0] * group_size
+    prompt_of_row = torch.arange(ids.shape[0], device=device).repeat_interleave(group_size)  # [R]
     generator = make_generator(seed, device)
-    pieces = [
-        _sample_completion(
-            policy,
-            embeds[rows],
-            mask_rows[rows],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            greedy=greedy,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-        )
-        for rows in _row_chunks(embeds.shape[0], max_rows)
-    ]
+    chunks = _row_chunks(rows_total, max_rows)
+    with torch.inference_mode():  # vision encoder once per image
+        embeds = understanding_embeddings(policy.model, ids, pixel_values)  # [B, P, D]
+    pieces = []
+    with torch.inference_mode(), _decode_threads(policy, chunks[0].stop - chunks[0].start):
+        for rows in chunks:
+            prompts, local = torch.unique(prompt_of_row[rows], return_inverse=True)  # the chunk's questions
+            pieces.append(
+                _sample_completion(
+                    policy,
+                    embeds[prompts],
+                    mask[prompts],
+                    local,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    greedy=greedy,
+                    top_k=top_k,
+                    top_p=top_p,
+                    generator=generator,
+                    compile_decode=compile_decode,
+                )
+            )
+    pieces = [piece.clone() for piece in pieces]  # inference tensors -> normal tensors (usable in autograd)
     length = max(piece.shape[1] for piece in pieces)
     completion_ids = torch.cat(
         [
@@ -335,7 +345,7 @@ def rollout_text(
     )
     return TextRollout(
         prompt_ids=ids.repeat_interleave(group_size, dim=0),
-        prompt_mask=mask_rows,
+        prompt_mask=mask.repeat_interleave(group_size, dim=0),
         pixel_values=pixel_values.repeat_interleave(group_size, dim=0),
         completion_ids=completion_ids,
         completion_mask=completion_mask,

@@ -92,10 +92,24 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
-def suppress_tokens(logits: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:
-    """Give the listed vocabulary entries probability 0: [..., V] -> [..., V] (a copy)."""
+def blocked_token_mask(
+    token_ids: tuple[int, ...], vocab_size: int, device: torch.device | str
+) -> torch.Tensor:
+    """[V] bool, True at the listed ids (build once, pass to `suppress_tokens` in a loop)."""
+    blocked = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    blocked[list(token_ids)] = True
+    return blocked
+
+
+def suppress_tokens(
+    logits: torch.Tensor, token_ids: tuple[int, ...], *, blocked: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Give the listed vocabulary entries probability 0: [..., V] -> [..., V] (a copy).
+
+    blocked: the [V] bool mask of `token_ids` from `blocked_token_mask`, if already built.
+    """
     if not token_ids:
         return logits
-    blocked = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    blocked[list(token_ids)] = True
+    if blocked is None:
+        blocked = blocked_token_mask(token_ids, logits.shape[-1], logits.device)
     return logits.masked_fill(blocked, float("-inf"))

@@ -18,14 +18,21 @@ Image tokens sampled with classifier-free guidance can be scored two ways; the c
 - cfg_weight=None: the conditional distribution alone, log_softmax(cond / T);
 - cfg_weight=w: the distribution the rollout sampled from, log_softmax((uncond + w (cond - uncond)) / T),
   with the unconditional rows built exactly as in the rollout; gradients flow through both branches.
+
+Memory: the head (and log-softmax) runs over chunks of positions when the whole [rows, positions, vocab]
+float32 logits would exceed `LOGITS_CHUNK_BYTES`, with activation checkpointing per chunk under autograd,
+so the largest logits tensor alive is one chunk's. Entropies (`return_entropy`) are metrics and carry no
+gradient.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import JanusForConditionalGeneration
 
 from corl.policy.sampling import (
@@ -42,6 +49,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _logged_settings: set[tuple] = set()
+# Largest float32 logits tensor [rows, positions, vocab] the scoring head materializes at once; longer
+# sequences are scored in chunks of positions (Janus-Pro-1B text head: 16 rows x 512 tokens x 102400
+# = 3.4 GB in one piece). Small models always fit in one chunk (then nothing changes).
+LOGITS_CHUNK_BYTES = 256 * 2**20
 
 
 def _log_once(*setting) -> None:
@@ -69,32 +80,72 @@ def understanding_embeddings(
 def _score(
     logits: torch.Tensor, targets: torch.Tensor, temperature: float, return_entropy: bool
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """logits [R, n, V] -> log-prob of targets [R, n] float32 (and the entropy [R, n], without grad)."""
     logits = logits.float() / temperature
     logps = selective_log_softmax(logits, targets)
     if return_entropy:
-        return logps, entropy_from_logits(logits)
+        with torch.no_grad():
+            return logps, entropy_from_logits(logits)
     return logps
 
 
-def image_token_logits(
+def _chunk_positions(rows: int, positions: int, vocab: int) -> int:
+    """Positions per head chunk so that one chunk's float32 logits stay under LOGITS_CHUNK_BYTES."""
+    per_position = rows * vocab * 4
+    return max(1, min(positions, LOGITS_CHUNK_BYTES // max(1, per_position)))
+
+
+def _chunked_score(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    hidden: torch.Tensor,  # [b, n, D] LLM states (b = 2R with CFG: the head combines row pairs)
+    targets: torch.Tensor,  # [R, n]
+    temperature: float,
+    return_entropy: bool,
+    vocab: int,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Head + log-softmax over chunks of positions -> [R, n] (+ entropy [R, n]).
+
+    One chunk (everything at once, as before) when the logits fit in LOGITS_CHUNK_BYTES. Otherwise each
+    chunk's head runs under activation checkpointing when gradients are needed: autograd keeps only the
+    [b, n, D] states and recomputes one chunk's logits during backward, instead of holding
+    [R, n, V] float32 logits (plus their softmax for the log-sum-exp backward) for the whole sequence.
+    Entropy is a metric: computed without grad.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    chunk = _chunk_positions(hidden.shape[0], hidden.shape[1], vocab)
+    if chunk >= hidden.shape[1]:
+        return _score(head(hidden), targets, temperature, return_entropy)
+
+    def score_chunk(states: torch.Tensor, chunk_targets: torch.Tensor):
+        return _score(head(states), chunk_targets, temperature, return_entropy)
+
+    checkpointed = torch.is_grad_enabled() and hidden.requires_grad
+    pieces = []
+    for states, chunk_targets in zip(hidden.split(chunk, dim=1), targets.split(chunk, dim=1), strict=True):
+        if checkpointed:
+            pieces.append(checkpoint(score_chunk, states, chunk_targets, use_reentrant=False))
+        else:
+            pieces.append(score_chunk(states, chunk_targets))
+    if return_entropy:
+        return torch.cat([p[0] for p in pieces], dim=1), torch.cat([p[1] for p in pieces], dim=1)
+    return torch.cat(pieces, dim=1)
+
+
+def _image_hidden(
     policy: JanusPolicy,
     prompt_ids: torch.Tensor,  # [R, P] left padded, ending with the image-start tag
     prompt_mask: torch.Tensor,  # [R, P]
     image_tokens: torch.Tensor,  # [R, N]
-    cfg_weight: float | None,
+    guided: bool,
 ) -> torch.Tensor:
-    """Generation-head logits that predict each image code -> [R, N, V_img] float32 (before temperature).
-
-    cfg_weight None (or 1.0): conditional logits; a float w: uncond + w * (cond - uncond).
-    """
+    """LLM states that predict each image code -> [b, N, D]; b = 2R (conditional rows, then
+    unconditional) when guided, else R. State t predicts code t."""
     model = policy.model
     language_model = model.model.language_model
     rows, prompt_len = prompt_ids.shape
     if image_tokens.shape[0] != rows:
         raise ValueError(f"{image_tokens.shape[0]} image rows for {rows} prompt rows")
-    guided = cfg_weight is not None and cfg_weight != 1.0
     if guided:
         uncond_ids = unconditional_prompt(
             prompt_ids, bos_id=policy.tokens.bos_id, boi_id=policy.tokens.boi_id, pad_id=policy.tokens.pad_id
@@ -119,12 +170,32 @@ def image_token_logits(
         position_ids=positions_from_mask(full_mask),
         use_cache=False,
     ).last_hidden_state  # [b, P + N - 1, D]
-    logits = model.model.generation_head(
-        hidden[:, prompt_len - 1 :]
-    ).float()  # [b, N, V_img]: state t predicts code t+1
-    if guided:
-        logits = cfg_logits(logits[:rows], logits[rows:], float(cfg_weight))  # [R, N, V_img]
+    return hidden[:, prompt_len - 1 :]  # [b, N, D]: state t predicts code t+1
+
+
+def _image_head(policy: JanusPolicy, hidden: torch.Tensor, cfg_weight: float | None) -> torch.Tensor:
+    """[b, n, D] states -> [R, n, V_img] float32 logits, CFG-combined when cfg_weight is a weight."""
+    logits = policy.model.model.generation_head(hidden).float()  # [b, n, V_img]
+    if cfg_weight is not None and cfg_weight != 1.0:
+        rows = logits.shape[0] // 2
+        logits = cfg_logits(logits[:rows], logits[rows:], float(cfg_weight))  # [R, n, V_img]
     return logits
+
+
+def image_token_logits(
+    policy: JanusPolicy,
+    prompt_ids: torch.Tensor,  # [R, P] left padded, ending with the image-start tag
+    prompt_mask: torch.Tensor,  # [R, P]
+    image_tokens: torch.Tensor,  # [R, N]
+    cfg_weight: float | None,
+) -> torch.Tensor:
+    """Generation-head logits that predict each image code -> [R, N, V_img] float32 (before temperature).
+
+    cfg_weight None (or 1.0): conditional logits; a float w: uncond + w * (cond - uncond).
+    """
+    guided = cfg_weight is not None and cfg_weight != 1.0
+    hidden = _image_hidden(policy, prompt_ids, prompt_mask, image_tokens, guided)
+    return _image_head(policy, hidden, cfg_weight)
 
 
 def image_token_logps(
@@ -140,6 +211,7 @@ def image_token_logps(
     """Log-prob of every image code -> [R, N] float32 (and per-token entropy [R, N] if asked).
 
     cfg_weight None (or 1.0): conditional only; a float w: CFG-guided. See the module docstring.
+    The head runs in chunks of positions when the full logits would exceed LOGITS_CHUNK_BYTES.
     """
     guided = cfg_weight is not None and cfg_weight != 1.0
     _log_once(
@@ -147,8 +219,42 @@ def image_token_logps(
         f"CFG-guided w={cfg_weight}" if guided else "conditional only",
         temperature,
     )
-    logits = image_token_logits(policy, prompt_ids, prompt_mask, image_tokens, cfg_weight)
-    return _score(logits, image_tokens, temperature, return_entropy)
+    hidden = _image_hidden(policy, prompt_ids, prompt_mask, image_tokens, guided)  # [b, N, D]
+    vocab = policy.model.model.generation_head.vision_head.out_features
+    return _chunked_score(
+        lambda states: _image_head(policy, states, cfg_weight),
+        hidden,
+        image_tokens,
+        temperature,
+        return_entropy,
+        vocab,
+    )
+
+
+def _text_hidden(
+    policy: JanusPolicy,
+    prompt_ids: torch.Tensor,  # [R, P] left padded, with image placeholders
+    prompt_mask: torch.Tensor,  # [R, P]
+    pixel_values: torch.Tensor,  # [R, 3, H, W] one image per row
+    completion_ids: torch.Tensor,  # [R, C]
+    completion_mask: torch.Tensor,  # [R, C]
+) -> torch.Tensor:
+    """LLM states that predict each completion token -> [R, C, D] (state t predicts token t)."""
+    model = policy.model
+    language_model = model.model.language_model
+    prompt_len = prompt_ids.shape[1]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [R, P + C]
+    mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
+    embeds = understanding_embeddings(model, ids, pixel_values.to(policy.dtype))  # [R, P + C, D]
+    hidden = language_model(
+        inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False
+    ).last_hidden_state  # [R, P + C, D]
+    return hidden[:, prompt_len - 1 : -1]  # [R, C, D]: state t predicts token t+1
+
+
+def _text_head(policy: JanusPolicy, hidden: torch.Tensor) -> torch.Tensor:
+    """[R, c, D] states -> [R, c, V] text logits (model dtype), image placeholder at -inf as in the rollout."""
+    return suppress_tokens(policy.model.lm_head(hidden), policy.tokens.not_in_text)
 
 
 def text_token_logits(
@@ -160,17 +266,8 @@ def text_token_logits(
     completion_mask: torch.Tensor,  # [R, C]
 ) -> torch.Tensor:
     """Text-head logits that predict each completion token -> [R, C, V] (model dtype, before temperature)."""
-    model = policy.model
-    language_model = model.model.language_model
-    prompt_len = prompt_ids.shape[1]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [R, P + C]
-    mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
-    embeds = understanding_embeddings(model, ids, pixel_values.to(policy.dtype))  # [R, P + C, D]
-    hidden = language_model(
-        inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False
-    ).last_hidden_state  # [R, P + C, D]
-    logits = model.lm_head(hidden[:, prompt_len - 1 : -1])  # [R, C, V]: state t predicts token t+1
-    return suppress_tokens(logits, policy.tokens.not_in_text)  # as in the rollout
+    hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
+    return _text_head(policy, hidden)
 
 
 def text_token_logps(
@@ -187,6 +284,14 @@ def text_token_logps(
     """Log-prob of every completion token -> [R, C] float32 (and entropy [R, C] if asked).
 
     Positions where completion_mask is 0 get finite but meaningless values; mask them in the loss.
+    The head runs in chunks of positions when the full logits would exceed LOGITS_CHUNK_BYTES.
     """
-    logits = text_token_logits(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
-    return _score(logits, completion_ids, temperature, return_entropy)
+    hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
+    return _chunked_score(
+        lambda states: _text_head(policy, states),
+        hidden,
+        completion_ids,
+        temperature,
+        return_entropy,
+        policy.model.lm_head.out_features,
+    )

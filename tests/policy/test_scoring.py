@@ -203,3 +203,41 @@ def test_gradients_reach_only_trainable_parameters():
         model.model.vqmodel,
     ):
         assert all(p.grad is None for p in frozen.parameters())
+
+
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_chunked_scoring_equals_one_piece_in_values_and_gradients(task, monkeypatch):
+    """A tiny logits budget forces several checkpointed chunks; numbers and gradients must not move."""
+    model, processor = tiny_janus(6, dtype=torch.float64)
+    policy = JanusPolicy(model, processor)
+    params = trainable_parameters(policy)
+    if task == "image":
+        r = policy.rollout_images(CAPTIONS, group_size=2, seed=0, decode=False)
+        args = (r.prompt_ids, r.prompt_mask, r.image_tokens, 5.0)
+        score = policy.image_token_logps
+    else:
+        r = policy.rollout_text(sample_images(2), QUESTIONS, group_size=2, max_new_tokens=6, seed=0)
+        args = (r.prompt_ids, r.prompt_mask, r.pixel_values, r.completion_ids, r.completion_mask)
+        score = policy.text_token_logps
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        logps, entropy = score(*args, temperature=0.7, return_entropy=True)
+        (logps * torch.linspace(0.5, 1.5, logps.shape[1], dtype=logps.dtype)).sum().backward()
+        return logps.detach(), entropy, [None if p.grad is None else p.grad.clone() for p in params]
+
+    whole = run()
+    seen_chunks = []
+    original = scoring._chunk_positions
+    monkeypatch.setattr(scoring, "_chunk_positions", lambda *a: seen_chunks.append(2) or 2)
+    chunked = run()
+    monkeypatch.setattr(scoring, "_chunk_positions", original)
+    assert seen_chunks and whole[0].shape[1] > 2  # really split into several chunks
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-10, atol=1e-10)
+    assert not chunked[1].requires_grad  # entropy is a metric
+    assert sum(grad is not None for grad in whole[2]) > 10
+    for got, want in zip(chunked[2], whole[2], strict=True):
+        assert (got is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)

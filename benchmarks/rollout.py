@@ -1,0 +1,387 @@
+"""Image-rollout throughput: corl's rollout vs a naive reference loop, same model, same process.
+
+    .venv/bin/python benchmarks/rollout.py [--model shapes|1b|all] [--repeats 3] [--threads 2]
+        [--prompts 2] [--group-size 8] [--steps N] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
+
+Models: `shapes` = the Shapes base checkpoint (`corl.policy.default_model_path()`) when it exists, else a
+random-weight stand-in at its sizes (48 px, patch 8 -> 36 image tokens, LLM 128 wide x 3 layers);
+`1b` = a Janus-Pro-1B-shaped model with random weights (`JANUS_PRO_1B`: LLM 2048 x 24 layers, 16384 VQ
+codes, 576 image tokens), sampling only `--steps` of the 576 codes (default 16 on CPU) with the real
+grid, cache sizes and heads otherwise.
+
+The naive loop is the straightforward way, written here on purpose: transformers' DynamicCache grown
+by one token per step through `LlamaModel.forward`, conditional and unconditional rows in one batch
+(a full prompt forward for every row), log-softmax and sampling per step in Python. Both loops draw from
+the same CFG distribution (w = --cfg, temperature 1) with the same seed; the line `same codes`
+says whether they drew the same tokens (they should, up to float rounding in rare draws).
+
+Timing: `--repeats` rounds, each timing both loops back to back, the order alternating between rounds;
+medians are reported. Throughput = images x sampled codes / seconds (prompt forward included; the VQ
+decoder is not part of either). With `--breakdown`, a 1-code run per loop splits the time into the
+prompt forward (prefill) and the per-code decode step. The load average is printed: the CPU may be
+shared, so compare the two lines of one run, not runs on different days.
+
+GPU (`--device cuda --dtype bf16 --steps 576`, optionally `--compile` for torch.compile + CUDA graphs
+of corl's decode step) is wired but was not run when this was written (no GPU in that session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from transformers import DynamicCache
+
+from corl.policy import decoding
+from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
+from corl.policy.loading import default_model_path, load_policy
+from corl.policy.policy import JanusPolicy
+from corl.policy.prompts import encode_generation
+from corl.policy.sampling import positions_from_mask, unconditional_prompt
+from corl.policy.testing import TINY_SIZES, TINY_WORDS, tiny_janus
+from corl.policy.tokenizer import build_processor, build_tokenizer
+
+# Shapes-style captions made only of words the stand-in's tiny tokenizer knows (and the real Shapes one)
+CAPTIONS = [
+    "a red circle left of a blue square",
+    "two green triangles above a yellow square",
+    "three blue circles",
+    "a yellow triangle below a red square",
+]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ----------------------------------------------------------------------------------------- models
+
+
+def shapes_sizes() -> JanusSizes:
+    """The Shapes base model's sizes (corl.shapes.base_model), or a copy of them if that moved."""
+    try:
+        from corl.shapes.base_model import shapes_base_sizes
+
+        return shapes_base_sizes()
+    except ImportError:
+        return replace(
+            TINY_SIZES,
+            text_hidden_size=128,
+            text_intermediate_size=384,
+            text_layers=3,
+            text_heads=4,
+            text_kv_heads=4,
+            image_size=48,
+            patch_size=8,
+            vq_codebook_size=128,
+        )
+
+
+def shapes_policy(device: str, dtype: torch.dtype) -> tuple[JanusPolicy, str]:
+    try:
+        path = default_model_path()
+        return load_policy(path, dtype=dtype, device=device), f"Shapes base checkpoint ({path})"
+    except FileNotFoundError:
+        pass
+    model, processor = tiny_janus(0, sizes=shapes_sizes())
+    policy = JanusPolicy(model.to(device=device, dtype=dtype), processor)
+    return policy, "random-weight stand-in at SHAPES_BASE_SIZES (no Shapes base checkpoint yet)"
+
+
+def janus_1b_policy(device: str, dtype: torch.dtype) -> tuple[JanusPolicy, str]:
+    tokenizer = build_tokenizer(list(TINY_WORDS))
+    processor = build_processor(tokenizer, JANUS_PRO_1B.image_size, patch_size=JANUS_PRO_1B.patch_size)
+    torch.manual_seed(0)
+    model = build_janus(JANUS_PRO_1B, tokenizer).to(device=device, dtype=dtype)
+    return JanusPolicy(model, processor), "Janus-Pro-1B-shaped, random weights (JANUS_PRO_1B sizes)"
+
+
+def describe(policy: JanusPolicy) -> str:
+    text = policy.model.config.text_config
+    params = sum(p.numel() for p in policy.model.model.language_model.parameters()) / 1e6
+    return (
+        f"LLM {text.hidden_size} x {text.num_hidden_layers} layers ({params:.1f}M params), "
+        f"{policy.model.config.vq_config.num_embeddings} image codes, N = {policy.num_image_tokens}, "
+        f"{policy.dtype}, {policy.device}"
+    )
+
+
+# ------------------------------------------------------------------------------------ naive loop
+
+
+@torch.no_grad()
+def naive_rollout(
+    policy: JanusPolicy, captions: list[str], group_size: int, cfg_weight: float, steps: int, seed: int
+) -> torch.Tensor:
+    """The straightforward CFG image rollout -> [R, steps] codes (R = len(captions) * group_size)."""
+    model = policy.model
+    language_model = model.model.language_model
+    encoded = encode_generation(policy.processor, captions, policy.style)
+    ids = encoded.input_ids.repeat_interleave(group_size, 0).to(policy.device)  # [R, P]
+    mask = encoded.attention_mask.repeat_interleave(group_size, 0).to(policy.device)
+    tokens = policy.tokens
+    uncond = unconditional_prompt(ids, bos_id=tokens.bos_id, boi_id=tokens.boi_id, pad_id=tokens.pad_id)
+    rows = ids.shape[0]
+    ids, mask = torch.cat([ids, uncond]), torch.cat([mask, mask])  # [2R, P]: cond rows, then uncond rows
+    positions = positions_from_mask(mask)
+    cache = DynamicCache(config=language_model.config)
+    out = language_model(
+        inputs_embeds=language_model.get_input_embeddings()(ids),
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    hidden = out.last_hidden_state[:, -1]  # [2R, D]
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    drawn = []
+    for step in range(steps):
+        logits = model.model.generation_head(hidden).float()  # [2R, V_img]
+        logits = logits[rows:] + cfg_weight * (logits[:rows] - logits[rows:])  # [R, V_img]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        token = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)  # [R]
+        drawn.append(token)
+        if step == steps - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        out = language_model(
+            inputs_embeds=model.prepare_embeddings_for_image_generation(torch.cat([token, token])[:, None]),
+            attention_mask=mask,
+            position_ids=positions[:, -1:] + 1 + step,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state[:, -1]
+    return torch.stack(drawn, dim=1)
+
+
+def single_thread_applies(policy: JanusPolicy, rows: int) -> bool:
+    text = policy.model.config.text_config
+    return (
+        policy.device.type == "cpu"
+        and torch.get_num_threads() > 1
+        and rows * text.hidden_size * text.intermediate_size < decoding.SINGLE_THREAD_DECODE_BELOW
+    )
+
+
+def all_threads(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run fn with corl's single-thread rule for tiny decode steps switched off."""
+    saved = decoding.SINGLE_THREAD_DECODE_BELOW
+    decoding.SINGLE_THREAD_DECODE_BELOW = 0
+    try:
+        return fn()
+    finally:
+        decoding.SINGLE_THREAD_DECODE_BELOW = saved
+
+
+def corl_rollout(
+    policy: JanusPolicy,
+    captions: list[str],
+    group_size: int,
+    cfg_weight: float,
+    steps: int,
+    seed: int,
+    compile_decode: bool = False,
+) -> torch.Tensor:
+    result = policy.rollout_images(
+        captions,
+        group_size=group_size,
+        cfg_weight=cfg_weight,
+        seed=seed,
+        decode=False,
+        debug_max_steps=steps if steps < policy.num_image_tokens else None,
+        compile_decode=compile_decode,
+    )
+    return result.image_tokens[:, :steps]
+
+
+# --------------------------------------------------------------------------------------- timing
+
+
+def timed(fn: Callable[[], torch.Tensor], device: str) -> tuple[float, torch.Tensor]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def bench_model(name: str, policy: JanusPolicy, source: str, args: argparse.Namespace, steps: int) -> float:
+    captions = (CAPTIONS * args.prompts)[: args.prompts]
+    images = len(captions) * args.group_size
+    print(f"\n== {name}: {source}\n   {describe(policy)}")
+    print(
+        f"   {args.prompts} prompts x G = {args.group_size} -> {images} images "
+        f"({2 * images} rows with CFG w = {args.cfg}), {steps} of {policy.num_image_tokens} codes each, "
+        f"{torch.get_num_threads()} threads; {load()}"
+    )
+    loops = {
+        "naive": lambda n: naive_rollout(policy, captions, args.group_size, args.cfg, n, args.seed),
+        "corl": lambda n: corl_rollout(
+            policy, captions, args.group_size, args.cfg, n, args.seed, args.compile
+        ),
+    }
+    text = policy.model.config.text_config
+    if single_thread_applies(policy, 2 * images):
+        # corl decodes tiny models on one thread; this variant keeps the caller's thread count, to show
+        # how much of the ratio is the thread choice and how much the rest
+        loops["corl-all-threads"] = lambda n: all_threads(
+            lambda: corl_rollout(policy, captions, args.group_size, args.cfg, n, args.seed, args.compile)
+        )
+        print(
+            f"   corl decodes on 1 thread here ({2 * images} rows x {text.hidden_size} x "
+            f"{text.intermediate_size} < {decoding.SINGLE_THREAD_DECODE_BELOW} multiply-adds per matmul); "
+            "corl-all-threads keeps the thread count"
+        )
+    for fn in loops.values():  # warm-up (allocator, lazy init; compiles corl's step with --compile)
+        fn(min(steps, 2 if not args.compile else steps))
+    times: dict[str, list[float]] = {key: [] for key in loops}
+    prefill: dict[str, list[float]] = {key: [] for key in loops}
+    outputs: dict[str, torch.Tensor] = {}
+    for repeat in range(args.repeats):
+        order = list(loops) if repeat % 2 == 0 else list(reversed(loops))
+        for key in order:
+            seconds, outputs[key] = timed(lambda key=key: loops[key](steps), args.device)
+            times[key].append(seconds)
+            if args.breakdown:
+                prefill[key].append(timed(lambda key=key: loops[key](1), args.device)[0])
+        print(
+            f"   round {repeat + 1}: "
+            + ", ".join(f"{key} {times[key][-1]:.3f}s" for key in order)
+            + f"; {load()}"
+        )
+    same = (outputs["naive"] == outputs["corl"]).float().mean().item()
+    print(f"   same codes drawn by naive and corl: {100 * same:.1f}%")
+    throughput = {key: images * steps / statistics.median(values) for key, values in times.items()}
+    if args.breakdown and steps > 1:
+        for key in loops:
+            first = statistics.median(prefill[key])
+            per_step = (statistics.median(times[key]) - first) / (steps - 1)
+            print(f"   {key}: prefill + first code {first:.3f}s, then {1000 * per_step:.1f} ms per code")
+    for key in ["naive", *(key for key in loops if key not in ("naive", "corl")), "corl"]:
+        median = statistics.median(times[key])
+        print(f"   {key}: {throughput[key]:.1f} image tokens/s (median {median:.3f}s)")
+    if "corl-all-threads" in loops:
+        print(
+            f"   ratio corl-all-threads / naive: {throughput['corl-all-threads'] / throughput['naive']:.2f}x"
+        )
+    ratio = throughput["corl"] / throughput["naive"]
+    print(f"   ratio corl / naive: {ratio:.2f}x")
+    return ratio
+
+
+@torch.inference_mode()
+def bench_late_steps(policy: JanusPolicy, args: argparse.Namespace, rows: int) -> None:
+    """Per-step LLM decode time with the cache as full as at the end of an image (P + N - 8 positions):
+    transformers' forward with a DynamicCache (the naive loop's step) vs corl's DecodeStep on a
+    PreallocatedCache, both filled from one prefix of 4 distinct prompts. The 16-code runs above start
+    from an almost empty cache; this is the other end of a full rollout."""
+    language_model = policy.model.model.language_model
+    config = language_model.config
+    length, steps = 16 + policy.num_image_tokens - 8, 6  # a 16-token prompt plus N - 8 codes
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (4, length), generator=generator).to(policy.device)
+    prefix = DynamicCache(config=config)
+    language_model(input_ids=ids, past_key_values=prefix, use_cache=True)
+    which = torch.arange(4, device=policy.device).repeat_interleave(rows // 4)  # [rows]
+    mask = torch.ones(rows, length, dtype=torch.long, device=policy.device)
+    feed = torch.randn(rows, steps, config.hidden_size, generator=generator).to(policy.device, policy.dtype)
+
+    def naive() -> float:
+        cache = DynamicCache(config=config)
+        for index, layer in enumerate(prefix.layers):
+            cache.update(layer.keys[which].clone(), layer.values[which].clone(), index)
+        grown, start = mask, time.perf_counter()
+        for step in range(steps):
+            grown = torch.cat([grown, grown.new_ones(rows, 1)], dim=1)
+            language_model(
+                inputs_embeds=feed[:, step : step + 1],
+                attention_mask=grown,
+                position_ids=torch.full((rows, 1), length + step, device=policy.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return (time.perf_counter() - start) / steps
+
+    def corl() -> float:
+        cache = decoding.PreallocatedCache(
+            config, rows, length + steps, dtype=policy.dtype, device=policy.device
+        )
+        cache.write_prefix(prefix, which)
+        step_fn, start = decoding.DecodeStep(language_model, cache, mask, steps), time.perf_counter()
+        for step in range(steps):
+            step_fn(feed[:, step : step + 1])
+        return (time.perf_counter() - start) / steps
+
+    times: dict[str, list[float]] = {"naive": [], "corl": []}
+    for repeat in range(args.repeats):
+        for key in ("naive", "corl") if repeat % 2 == 0 else ("corl", "naive"):
+            times[key].append((naive if key == "naive" else corl)())
+    print(
+        f"   late steps (cache {length}..{length + steps} positions, {rows} rows, LLM only), median per step: "
+        + ", ".join(f"{key} {statistics.median(values):.3f}s" for key, values in times.items())
+        + f"; ratio {statistics.median(times['naive']) / statistics.median(times['corl']):.2f}x; {load()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["shapes", "1b", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="codes per image (default: all for Shapes; 1b: 16 on CPU, 576 on GPU)",
+    )
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--compile", action="store_true", help="corl: torch.compile the decode step (GPU)")
+    parser.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the 1-code runs")
+    parser.add_argument(
+        "--late", action="store_true", help="1b: also time decode steps with a nearly full cache"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.getLogger("corl.policy.rollout").setLevel(logging.ERROR)  # the 1-code runs warn otherwise
+    dtype = DTYPES[args.dtype]
+    ratios = {}
+    if args.model in ("shapes", "all"):
+        policy, source = shapes_policy(args.device, dtype)
+        steps = min(args.steps or policy.num_image_tokens, policy.num_image_tokens)
+        ratios["shapes"] = bench_model("Shapes", policy, source, args, steps)
+        del policy
+    if args.model in ("1b", "all"):
+        policy, source = janus_1b_policy(args.device, dtype)
+        default_steps = policy.num_image_tokens if args.device.startswith("cuda") else 16
+        steps = min(args.steps or default_steps, policy.num_image_tokens)
+        ratios["1b"] = bench_model("Janus-Pro-1B shape", policy, source, args, steps)
+        if args.late:
+            bench_late_steps(policy, args, 2 * args.prompts * args.group_size)
+    print("\n" + ", ".join(f"{name}: corl / naive = {ratio:.2f}x" for name, ratio in ratios.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,515 @@
+"""Fast autoregressive decoding for the rollouts: preallocated KV cache, shared prefill, lean decode step.
+
+Measured in `benchmarks/rollout.py` against the straightforward loop (transformers' DynamicCache grown by
+one token per step through `LlamaModel.forward`); each piece removes work that loop does per step:
+
+- `PreallocatedCache`: one key and one value buffer per layer, allocated once for prompt + new tokens.
+  A step writes its slot in place and attention reads a view of the filled part only. (DynamicCache
+  copies the whole cache every step with torch.cat; transformers' StaticCache avoids the copy but
+  attends over the full preallocated length from the first step on.)
+- `shared_prefill`: rows whose prompts are identical (the G samples of one prompt; CFG unconditional
+  rows of prompts with the same padding) run the prompt forward once; their keys and values are copied
+  to every row that shares them.
+- `DecodeStep`: the rotary cos/sin of every future position and the padding mask are computed once per
+  rollout. Each step runs the decoder layers from their own transformers submodules (RMSNorm, q/k/v/o
+  projections, `apply_rotary_pos_emb`, the configured attention function, MLP) in the order
+  `LlamaDecoderLayer.forward` uses, without `LlamaModel.forward`'s per-call mask building, rotary
+  recomputation and output plumbing. Same ops, same order: tokens are bitwise equal to the model's own
+  forward (tested). Anything but Llama decoder layers with sdpa/eager attention and default RoPE takes
+  the generic path: the model's forward with our cache.
+- `decode_threads`: on CPU, a decode step of a tiny model (the Shapes model) runs on one intra-op thread;
+  its matmuls are too small to gain from splitting, and on a shared CPU a 2-thread parallel region can
+  wait milliseconds for a descheduled thread.
+- `StaticDecoder` (`compile_decode=True` in the rollouts; meant for GPUs): the same step with the same
+  shapes at every step (attention over the whole buffer with later slots masked, the step index a
+  tensor), kept per shape on the model and run through `torch.compile` (CUDA graphs on GPU); prompts are
+  left-padded to a multiple of PROMPT_BUCKET so a compiled graph is reused. Equal to the dynamic path up
+  to float rounding. Not measured on a GPU yet.
+
+`start_decoding` puts prefill and step together. All of it runs without autograd (callers use
+torch.inference_mode).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaModel,
+    apply_rotary_pos_emb,
+    eager_attention_forward,
+)
+
+from corl.policy.sampling import positions_from_mask
+
+logger = logging.getLogger(__name__)
+
+FAST_ATTENTION = ("sdpa", "eager")  # attention implementations the lean step reproduces exactly
+# Below this many multiply-adds in the largest per-step matmul (rows x hidden x intermediate), a CPU
+# decode step runs on one thread: splitting such small matmuls costs more in thread synchronization than
+# it saves (Shapes model: 32 x 128 x 384 = 1.6M; Janus-Pro-1B: 32 x 2048 x 5632 = 369M). 0 disables.
+SINGLE_THREAD_DECODE_BELOW = 1 << 23
+
+
+@contextmanager
+def decode_threads(
+    rows: int, hidden_size: int, intermediate_size: int, device: torch.device
+) -> Iterator[None]:
+    """Run a CPU decode loop on one intra-op thread when its matmuls are tiny (see
+    SINGLE_THREAD_DECODE_BELOW); restores the caller's thread count afterwards. No-op on GPU."""
+    previous = torch.get_num_threads()
+    tiny = rows * hidden_size * intermediate_size < SINGLE_THREAD_DECODE_BELOW
+    if device.type != "cpu" or previous == 1 or not tiny:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys/values are views into buffers allocated once.
+
+    Buffers [b, kv_heads, capacity, head_dim]; `keys`/`values` are the filled part [b, kv_heads, length,
+    head_dim], so transformers' mask sizing (`get_seq_length`, `get_mask_sizes`) works unchanged.
+    """
+
+    def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor) -> None:
+        super().__init__()
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.dtype, self.device = key_buffer.dtype, key_buffer.device
+        self.length = 0
+        self.keys, self.values = key_buffer[:, :, :0], value_buffer[:, :, :0]
+        self.is_initialized = True
+
+    @property
+    def capacity(self) -> int:
+        return self.key_buffer.shape[2]
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        return None  # allocated in __init__
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write [b, kv_heads, s, head_dim] after the filled part; return the filled views."""
+        start, end = self.length, self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.capacity} allocated")
+        self.key_buffer[:, :, start:end].copy_(key_states)
+        self.value_buffer[:, :, start:end].copy_(value_states)
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return self.capacity
+
+    def reset(self) -> None:
+        self.length = 0
+        self.keys, self.values = self.key_buffer[:, :, :0], self.value_buffer[:, :, :0]
+
+
+class PreallocatedCache(Cache):
+    """A transformers `Cache` of `PreallocatedLayer`s for `batch_size` rows and `capacity` positions."""
+
+    def __init__(
+        self,
+        config,
+        batch_size: int,
+        capacity: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (batch_size, config.num_key_value_heads, capacity, head_dim)
+        layers = [
+            PreallocatedLayer(  # uninitialized: only written slots are ever read
+                torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device)
+            )
+            for _ in range(config.num_hidden_layers)
+        ]
+        super().__init__(layers=layers)
+
+    def write_prefix(self, prefix: Cache, rows: torch.Tensor) -> None:
+        """Fill the first positions of every row from `prefix` (a cache over U distinct prompts):
+        row i gets prefix row rows[i]. rows: [b] long indices into the U prefix rows."""
+        for layer, source in zip(self.layers, prefix.layers, strict=True):
+            layer.reset()
+            layer.update(source.keys.index_select(0, rows), source.values.index_select(0, rows))
+
+
+# ---------------------------------------------------------------------------------------- prefill
+
+
+def distinct_rows(*columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows that are equal in every column tensor ([b, *] each) are computed once.
+
+    -> (first [U] long: a representative row of each distinct prompt, inverse [b] long: for every row the
+    index of its representative in `first`).
+    """
+    if any(column.is_floating_point() or column.is_complex() for column in columns):
+        raise TypeError("distinct_rows compares integer tensors (token ids, masks), not floats")
+    key = torch.cat([column.reshape(column.shape[0], -1).long() for column in columns], dim=1)  # [b, K]
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)  # [b] in 0..U-1
+    count = int(inverse.max()) + 1
+    first = torch.full((count,), key.shape[0], dtype=torch.long, device=key.device)
+    first.scatter_reduce_(0, inverse, torch.arange(key.shape[0], device=key.device), reduce="amin")
+    return first, inverse
+
+
+def shared_prefill(
+    language_model: LlamaModel,
+    cache: PreallocatedCache | StaticDecoder,
+    inputs_embeds: torch.Tensor,  # [U, P, D] the distinct prompts
+    attention_mask: torch.Tensor,  # [U, P]
+    rows: torch.Tensor,  # [b] long: distinct prompt of each cache row
+) -> torch.Tensor:
+    """Run the prompt forward once per distinct prompt, copy keys/values into every row of `cache`.
+
+    -> last prompt hidden state of every row [b, D] (after the final norm). Positions count from each
+    row's first real token (`positions_from_mask`), as in scoring.
+    """
+    prefix = DynamicCache(config=language_model.config)
+    out = language_model(
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=positions_from_mask(attention_mask),
+        past_key_values=prefix,
+        use_cache=True,
+    )
+    cache.write_prefix(prefix, rows)
+    return out.last_hidden_state[:, -1].index_select(0, rows)  # [b, D]
+
+
+# ------------------------------------------------------------------------------------ decode step
+
+
+def fast_path_available(language_model: torch.nn.Module) -> bool:
+    """True when every decoder layer is a Llama layer the lean step reproduces exactly."""
+    config = language_model.config
+    rotary = getattr(language_model, "rotary_emb", None)
+    return (
+        isinstance(language_model, LlamaModel)
+        and all(
+            type(layer) is LlamaDecoderLayer and type(layer.self_attn) is LlamaAttention
+            for layer in language_model.layers
+        )
+        and config._attn_implementation in FAST_ATTENTION
+        and rotary is not None
+        and getattr(rotary, "rope_type", None) == "default"
+    )
+
+
+def _layer_step(
+    layer: LlamaDecoderLayer,
+    hidden: torch.Tensor,  # [b, 1, D]
+    cos: torch.Tensor,  # [b, 1, head_dim]
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,  # [b, 1, 1, L] or None
+    write_kv: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    attention: Callable,
+) -> torch.Tensor:
+    """`LlamaDecoderLayer.forward` + `LlamaAttention.forward` for one new token, op for op."""
+    attn = layer.self_attn
+    input_shape = hidden.shape[:-1]  # [b, 1]
+    hidden_shape = (*input_shape, -1, attn.head_dim)
+    residual = hidden
+    hidden = layer.input_layernorm(hidden)
+    query = attn.q_proj(hidden).view(hidden_shape).transpose(1, 2)  # [b, heads, 1, head_dim]
+    key = attn.k_proj(hidden).view(hidden_shape).transpose(1, 2)  # [b, kv_heads, 1, head_dim]
+    value = attn.v_proj(hidden).view(hidden_shape).transpose(1, 2)
+    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    key, value = write_kv(key, value)  # [b, kv_heads, L, head_dim]
+    out, _ = attention(attn, query, key, value, mask, dropout=0.0, scaling=attn.scaling)  # [b, 1, heads, hd]
+    out = attn.o_proj(out.reshape(*input_shape, -1).contiguous())
+    hidden = residual + out
+    residual = hidden
+    return residual + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+class DecodeStep:
+    """Feeds one token embedding per row through the LLM: `step(embeds [b, 1, D]) -> hidden [b, D]`.
+
+    Built after the prefill: `prompt_mask` [b, P] is the prompts' attention mask (left padding),
+    `max_new` the number of tokens that will be fed. Call it at most `max_new` times.
+    fast=False forces the generic path (the model's forward with the preallocated cache).
+    """
+
+    def __init__(
+        self,
+        language_model: LlamaModel,
+        cache: PreallocatedCache,
+        prompt_mask: torch.Tensor,
+        max_new: int,
+        *,
+        fast: bool = True,
+    ) -> None:
+        self.language_model = language_model
+        self.cache = cache
+        rows, self.prompt_len = prompt_mask.shape
+        device = prompt_mask.device
+        self.fast = fast and fast_path_available(language_model)
+        self.step_index = 0
+        self.max_new = max_new
+        total = self.prompt_len + max_new
+        self.full_mask = torch.ones(rows, total, dtype=prompt_mask.dtype, device=device)  # [b, P + new]
+        self.full_mask[:, : self.prompt_len] = prompt_mask
+        next_position = positions_from_mask(prompt_mask)[:, -1:] + 1  # [b, 1]
+        self.positions = next_position + torch.arange(max(max_new, 1), device=device)  # [b, new]
+        if not self.fast:
+            logger.debug("decode: generic path (model forward per step)")
+            return
+        config = language_model.config
+        dtype = cache.layers[0].dtype
+        # [b, new, head_dim] each: the same values the model's rotary module gives one step at a time
+        self.cos, self.sin = _rotary_table(language_model, self.positions, dtype)
+        self.attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+            config._attn_implementation, eager_attention_forward
+        )
+        keep = self.full_mask.bool()[:, None, None, :]  # [b, 1, 1, P + new], True = attend
+        if config._attn_implementation == "eager":
+            self.mask = _additive_mask(keep, dtype)  # transformers' eager mask
+        else:  # sdpa: a boolean mask, none at all without padding (as transformers does)
+            self.mask = None if bool(prompt_mask.bool().all()) else keep
+
+    def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
+        step = self.step_index
+        if step >= self.max_new:
+            raise ValueError(f"DecodeStep was built for {self.max_new} tokens")
+        self.step_index += 1
+        end = self.prompt_len + step + 1
+        if not self.fast:
+            out = self.language_model(
+                inputs_embeds=embeds,
+                attention_mask=self.full_mask[:, :end],
+                position_ids=self.positions[:, step : step + 1],
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+            return out.last_hidden_state[:, -1]
+        cos, sin = self.cos[:, step : step + 1], self.sin[:, step : step + 1]  # [b, 1, head_dim]
+        mask = None if self.mask is None else self.mask[..., :end]
+        hidden = embeds
+        for layer, cache_layer in zip(self.language_model.layers, self.cache.layers, strict=True):
+            hidden = _layer_step(layer, hidden, cos, sin, mask, cache_layer.update, self.attention)
+        return self.language_model.norm(hidden)[:, -1]
+
+
+def _rotary_table(
+    language_model: LlamaModel, positions: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [b, n, head_dim] for position ids [b, n] from the model's own rotary module."""
+    probe = torch.empty(1, dtype=dtype, device=positions.device)
+    cos, sin = language_model.rotary_emb(probe, position_ids=positions)
+    return cos.contiguous(), sin.contiguous()
+
+
+def _additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool keep-mask -> 0 where attended, the dtype's minimum elsewhere (transformers' eager mask)."""
+    return torch.where(keep, torch.zeros((), dtype=dtype, device=keep.device), torch.finfo(dtype).min)
+
+
+# ----------------------------------------------------------------------- static shapes (compile)
+
+
+def left_pad_to_multiple(mask: torch.Tensor, multiple: int, *tensors: torch.Tensor, pad_value: int = 0):
+    """Left-pad a prompt batch to a length that is a multiple of `multiple`, so that static-shape
+    decoders (and their compiled graphs) are reused across batches of slightly different length.
+
+    mask [b, P] and each tensor [b, P, ...] -> the same, padded on the left (mask 0, tensors pad_value).
+    Extra left padding changes nothing: it is masked, and positions count from the first real token.
+    """
+    extra = -mask.shape[1] % multiple
+    if not extra:
+        return (mask, *tensors)
+
+    def pad(tensor: torch.Tensor, value) -> torch.Tensor:
+        filler = tensor.new_full((tensor.shape[0], extra, *tensor.shape[2:]), value)
+        return torch.cat([filler, tensor], dim=1)
+
+    return (pad(mask, 0), *(pad(tensor, pad_value) for tensor in tensors))
+
+
+class StaticDecoder(torch.nn.Module):
+    """A decode step with the same shapes at every step, for `torch.compile` (CUDA graphs on GPU).
+
+    Buffers (registered, so compiled graphs see fixed addresses): keys/values [layers, b, kv_heads,
+    capacity, head_dim], the additive attention mask [b, 1, 1, capacity] and rotary tables [b, capacity,
+    head_dim]. Each step writes slot P + step in place and attends over the whole buffer with later
+    slots masked. One decoder per (LLM, rows, capacity, dtype, device) is kept on the LLM and reused by
+    later rollouts (`StaticDecoder.get`), so a graph is compiled (captured) once and replayed: pad
+    prompts to a fixed bucket with `left_pad_to_multiple`. Results equal the dynamic path up to float
+    rounding (masked slots add exact zeros, but the reductions run over a different length).
+    """
+
+    def __init__(
+        self, language_model: LlamaModel, rows: int, capacity: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        super().__init__()
+        if not fast_path_available(language_model):
+            raise ValueError(
+                "static decoding needs Llama decoder layers (sdpa/eager attention, default RoPE)"
+            )
+        object.__setattr__(self, "language_model", language_model)  # used, not owned: no submodule
+        config = language_model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        cache_shape = (config.num_hidden_layers, rows, config.num_key_value_heads, capacity, head_dim)
+        # zeros: unwritten slots are read (with weight exactly 0), so they must hold finite numbers
+        self.register_buffer("keys", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("values", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer(
+            "mask", torch.zeros(rows, 1, 1, capacity, dtype=dtype, device=device), persistent=False
+        )
+        self.register_buffer(
+            "cos", torch.zeros(rows, capacity, head_dim, dtype=dtype, device=device), persistent=False
+        )
+        self.register_buffer(
+            "sin", torch.zeros(rows, capacity, head_dim, dtype=dtype, device=device), persistent=False
+        )
+        self.register_buffer("slots", torch.arange(capacity, device=device), persistent=False)
+        self.attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+            config._attn_implementation, eager_attention_forward
+        )
+        self.minimum = torch.finfo(dtype).min
+        self.compiled: Callable | None = None
+        self.prompt_len = self.step_index = self.max_new = 0
+
+    @classmethod
+    def get(
+        cls,
+        language_model: LlamaModel,
+        rows: int,
+        capacity: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        compile_step: bool,
+    ) -> StaticDecoder:
+        """The LLM's decoder for this shape, built (and compiled, if asked) on first use."""
+        decoders = language_model.__dict__.setdefault("_corl_static_decoders", {})
+        key = (rows, capacity, dtype, str(device))
+        if key not in decoders:
+            decoders[key] = cls(language_model, rows, capacity, dtype, device)
+            logger.info(
+                "static decoder for %d rows x %d positions (compiled: %s)", rows, capacity, compile_step
+            )
+        decoder = decoders[key]
+        if compile_step and decoder.compiled is None:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on GPU
+            decoder.compiled = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
+        return decoder
+
+    @staticmethod
+    def release(language_model: LlamaModel) -> None:
+        """Free every static decoder (and its buffers) kept on this LLM."""
+        language_model.__dict__.pop("_corl_static_decoders", None)
+
+    def write_prefix(self, prefix: Cache, rows: torch.Tensor) -> None:
+        """Slots 0..P-1 of row i <- prefix row rows[i] (see `PreallocatedCache.write_prefix`)."""
+        for index, source in enumerate(prefix.layers):
+            length = source.keys.shape[2]
+            self.keys[index, :, :, :length].copy_(source.keys.index_select(0, rows))
+            self.values[index, :, :, :length].copy_(source.values.index_select(0, rows))
+
+    def start(self, prompt_mask: torch.Tensor, max_new: int) -> None:
+        """Begin decoding after a prefill of prompts with mask [b, P]; `max_new` tokens will be fed."""
+        rows, prompt_len = prompt_mask.shape
+        capacity = self.keys.shape[3]
+        if prompt_len + max_new > capacity or rows != self.keys.shape[1]:
+            raise ValueError(
+                f"{rows} rows x {prompt_len + max_new} positions do not fit {tuple(self.keys.shape)}"
+            )
+        keep = torch.ones(rows, capacity, dtype=torch.bool, device=prompt_mask.device)
+        keep[:, :prompt_len] = prompt_mask.bool()
+        keep[:, prompt_len + max_new :] = False
+        self.mask.copy_(_additive_mask(keep, self.mask.dtype)[:, None, None, :])
+        positions = (
+            positions_from_mask(prompt_mask)[:, -1:] + 1 + torch.arange(max(max_new, 1), device=keep.device)
+        )
+        cos, sin = _rotary_table(self.language_model, positions, self.cos.dtype)  # [b, new, head_dim]
+        self.cos[:, : cos.shape[1]].copy_(cos)
+        self.sin[:, : sin.shape[1]].copy_(sin)
+        self.prompt_len, self.step_index, self.max_new = prompt_len, 0, max_new
+
+    def forward(self, embeds: torch.Tensor, step: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """embeds [b, 1, D], step and slot [1] long (slot = P + step) -> hidden [b, D]."""
+        cos, sin = self.cos.index_select(1, step), self.sin.index_select(1, step)  # [b, 1, head_dim]
+        mask = torch.where(self.slots <= slot, self.mask, self.minimum)  # [b, 1, 1, capacity]
+        hidden = embeds
+        for index, layer in enumerate(self.language_model.layers):
+            keys, values = self.keys[index], self.values[index]  # [b, kv_heads, capacity, head_dim]
+
+            def write_kv(key, value, keys=keys, values=values):
+                keys.index_copy_(2, slot, key)
+                values.index_copy_(2, slot, value)
+                return keys, values
+
+            hidden = _layer_step(layer, hidden, cos, sin, mask, write_kv, self.attention)
+        return self.language_model.norm(hidden)[:, -1]
+
+    def step(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Feed the next token embeddings [b, 1, D] -> hidden [b, D]."""
+        if self.step_index >= self.max_new:
+            raise ValueError(f"the decoder was started for {self.max_new} tokens")
+        step = torch.full((1,), self.step_index, dtype=torch.long, device=embeds.device)
+        self.step_index += 1
+        if self.compiled is None:
+            return self(embeds, step, step + self.prompt_len)
+        if embeds.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # a new replay; the previous output is consumed
+        return self.compiled(embeds, step, step + self.prompt_len).clone()
+
+
+# ---------------------------------------------------------------------------------------- together
+
+PROMPT_BUCKET = 64  # compiled decoding pads prompts to a multiple of this (one graph per bucket)
+
+
+def start_decoding(
+    language_model: LlamaModel,
+    prompt_embeds: torch.Tensor,  # [U, P, D] the distinct prompts
+    prompt_mask: torch.Tensor,  # [U, P]
+    prompt_of_row: torch.Tensor,  # [b] long: the distinct prompt of each row
+    max_new: int,
+    *,
+    compile_step: bool = False,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Prefill once per distinct prompt, then decode b rows: -> (last prompt state [b, D], step) where
+    step(embeds [b, 1, D]) -> next state [b, D] may be called `max_new` times.
+
+    compile_step: the static-shape decoder through torch.compile (CUDA graphs on GPU), prompts padded
+    to a multiple of PROMPT_BUCKET; otherwise the preallocated cache and the lean dynamic step.
+    """
+    dtype, device = prompt_embeds.dtype, prompt_embeds.device
+    if compile_step:
+        prompt_mask, prompt_embeds = left_pad_to_multiple(prompt_mask, PROMPT_BUCKET, prompt_embeds)
+    rows_mask = prompt_mask.index_select(0, prompt_of_row)  # [b, P]
+    rows, prompt_len = rows_mask.shape
+    if compile_step:
+        decoder = StaticDecoder.get(
+            language_model, rows, prompt_len + max_new, dtype, device, compile_step=True
+        )
+        hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)
+        decoder.start(rows_mask, max_new)
+        return hidden, decoder.step
+    cache = PreallocatedCache(language_model.config, rows, prompt_len + max_new, dtype=dtype, device=device)
+    hidden = shared_prefill(language_model, cache, prompt_embeds, prompt_mask, prompt_of_row)
+    return hidden, DecodeStep(language_model, cache, rows_mask, max_new)

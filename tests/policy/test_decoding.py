@@ -1,0 +1,227 @@
+"""The fast decoding pieces give exactly what transformers' own forward gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from corl.policy.decoding import (
+    DecodeStep,
+    PreallocatedCache,
+    StaticDecoder,
+    decode_threads,
+    distinct_rows,
+    fast_path_available,
+    left_pad_to_multiple,
+    shared_prefill,
+    start_decoding,
+)
+from corl.policy.policy import JanusPolicy
+from corl.policy.sampling import positions_from_mask
+from corl.policy.testing import sample_images, tiny_janus
+
+
+def _prompts(rows: int = 4, length: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids [rows, length] with rows 0 and 2 identical, and their mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 40, (rows, length), generator=generator)
+    mask = torch.ones(rows, length, dtype=torch.long)
+    mask[1, :3] = 0  # padded rows
+    mask[3, :1] = 0
+    ids[2], mask[2] = ids[0], mask[0]
+    return ids, mask
+
+
+def _reference_decode(language_model, embeds, mask, new_embeds) -> list[torch.Tensor]:
+    """transformers' forward with a DynamicCache: prompt, then one token per step -> hidden per step."""
+    cache = DynamicCache(config=language_model.config)
+    positions = positions_from_mask(mask)
+    out = language_model(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    hiddens = [out.last_hidden_state[:, -1]]
+    for step in range(new_embeds.shape[1]):
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        out = language_model(
+            inputs_embeds=new_embeds[:, step : step + 1],
+            attention_mask=mask,
+            position_ids=positions[:, -1:] + 1 + step,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        hiddens.append(out.last_hidden_state[:, -1])
+    return hiddens
+
+
+def _fast_decode(language_model, ids, mask, new_embeds, **kwargs) -> list[torch.Tensor]:
+    """Prefill once per distinct prompt, then the lean decode step (or the static/generic variants)."""
+    first, inverse = distinct_rows(ids, mask)
+    embeds = language_model.get_input_embeddings()(ids[first])
+    if kwargs.pop("static", False):
+        decoder = StaticDecoder(language_model, ids.shape[0], ids.shape[1] + 8, embeds.dtype, ids.device)
+        hidden = shared_prefill(language_model, decoder, embeds, mask[first], inverse)
+        decoder.start(mask, new_embeds.shape[1])
+        step = decoder.step
+    elif kwargs.pop("generic", False):
+        cache = PreallocatedCache(
+            language_model.config,
+            ids.shape[0],
+            ids.shape[1] + new_embeds.shape[1],
+            dtype=embeds.dtype,
+            device="cpu",
+        )
+        hidden = shared_prefill(language_model, cache, embeds, mask[first], inverse)
+        step = DecodeStep(language_model, cache, mask, new_embeds.shape[1], fast=False)
+    else:
+        hidden, step = start_decoding(language_model, embeds, mask[first], inverse, new_embeds.shape[1])
+    hiddens = [hidden]
+    for index in range(new_embeds.shape[1]):
+        hiddens.append(step(new_embeds[:, index : index + 1]))
+    return hiddens
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("padded", [True, False])
+def test_fast_decode_is_bitwise_equal_to_transformers_forward(attn_implementation, padded):
+    model, _ = tiny_janus(1)  # float32, grouped-query attention (4 heads, 2 key/value heads)
+    language_model = model.model.language_model
+    language_model.config._attn_implementation = attn_implementation
+    assert fast_path_available(language_model)
+    assert language_model.config.num_key_value_heads < language_model.config.num_attention_heads
+    ids, mask = _prompts()
+    if not padded:
+        mask = torch.ones_like(mask)
+    embeds = language_model.get_input_embeddings()(ids)
+    new_embeds = torch.randn(ids.shape[0], 5, embeds.shape[-1], generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = _reference_decode(language_model, embeds, mask, new_embeds)
+        fast = _fast_decode(language_model, ids, mask, new_embeds)
+        generic = _fast_decode(language_model, ids, mask, new_embeds, generic=True)
+    for step, (want, got, got_generic) in enumerate(zip(reference, fast, generic, strict=True)):
+        assert torch.equal(got, want), step
+        assert torch.equal(got_generic, want), step
+
+
+def test_static_shape_decode_matches_up_to_rounding():
+    model, _ = tiny_janus(2, dtype=torch.float64)
+    language_model = model.model.language_model
+    ids, mask = _prompts(seed=3)
+    embeds = language_model.get_input_embeddings()(ids)
+    new_embeds = torch.randn(ids.shape[0], 4, embeds.shape[-1], dtype=torch.float64)
+    with torch.inference_mode():
+        reference = _reference_decode(language_model, embeds, mask, new_embeds)
+        static = _fast_decode(language_model, ids, mask, new_embeds, static=True)
+    for want, got in zip(reference, static, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_static_decoder_is_reused_and_bucketed_prompts_give_the_same_greedy_images(monkeypatch):
+    """compile_decode's path without the compiler: prompts padded to the bucket, decoders kept per shape."""
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    model, processor = tiny_janus(5, dtype=torch.float64)
+    policy = JanusPolicy(model, processor)
+    language_model = model.model.language_model
+    captions = ["a red circle", "two blue squares left of a green triangle"]
+    dynamic = policy.rollout_images(captions, group_size=2, greedy=True, decode=False).image_tokens
+    static = policy.rollout_images(captions, group_size=2, greedy=True, decode=False, compile_decode=True)
+    assert torch.equal(static.image_tokens, dynamic)
+    decoders = language_model.__dict__["_corl_static_decoders"]
+    assert len(decoders) == 1
+    (decoder,) = decoders.values()
+    assert decoder.keys.shape[3] % 64 == policy.num_image_tokens - 1  # bucketed prompt + N - 1 codes
+    again = policy.rollout_images(
+        captions[::-1], group_size=2, greedy=True, decode=False, compile_decode=True
+    )
+    assert len(decoders) == 1 and next(iter(decoders.values())) is decoder  # reused, not rebuilt
+    assert torch.equal(again.image_tokens, dynamic[[2, 3, 0, 1]])
+    text = policy.rollout_text(
+        sample_images(2), ["what color?", "which shape?"], greedy=True, max_new_tokens=4
+    )
+    text_static = policy.rollout_text(
+        sample_images(2), ["what color?", "which shape?"], greedy=True, max_new_tokens=4, compile_decode=True
+    )
+    assert torch.equal(text_static.completion_ids, text.completion_ids)
+    StaticDecoder.release(language_model)
+    assert "_corl_static_decoders" not in language_model.__dict__
+
+
+def test_left_pad_to_multiple():
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    padded_mask, padded_ids = left_pad_to_multiple(mask, 4, ids, pad_value=2)
+    assert padded_mask.tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+    assert padded_ids.tolist() == [[2, 0, 5, 6], [2, 7, 8, 9]]
+    assert left_pad_to_multiple(mask, 3, ids)[1] is ids
+
+
+def test_distinct_rows_and_prefix_copy():
+    ids, mask = _prompts()
+    first, inverse = distinct_rows(ids, mask)
+    assert first.shape[0] == 3 and inverse.tolist()[0] == inverse.tolist()[2]
+    assert torch.equal(ids[first][inverse], ids) and torch.equal(mask[first][inverse], mask)
+    # the representative of each group is its first row
+    assert sorted(first.tolist()) == [0, 1, 3]
+    with pytest.raises(TypeError):
+        distinct_rows(ids.float())
+
+
+def test_preallocated_cache_views_and_capacity():
+    model, _ = tiny_janus(0)
+    config = model.config.text_config
+    cache = PreallocatedCache(config, 2, 5, dtype=torch.float32, device="cpu")
+    layer = cache.layers[0]
+    heads, head_dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    keys = torch.randn(2, heads, 3, head_dim)
+    got_keys, _ = cache.update(keys, keys + 1, 0)
+    assert torch.equal(got_keys, keys) and cache.get_seq_length() == 3
+    step_keys = torch.randn(2, heads, 1, head_dim)
+    got_keys, _ = cache.update(step_keys, step_keys, 0)
+    assert got_keys.shape[2] == 4 and torch.equal(got_keys[:, :, 3:], step_keys)
+    assert got_keys.data_ptr() == layer.key_buffer.data_ptr()  # a view, no copy of the cache
+    cache.update(step_keys, step_keys, 0)
+    with pytest.raises(ValueError, match="KV cache full"):
+        cache.update(step_keys, step_keys, 0)
+
+
+def test_decode_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with decode_threads(rows=32, hidden_size=128, intermediate_size=384, device=torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with decode_threads(rows=32, hidden_size=2048, intermediate_size=5632, device=torch.device("cpu")):
+        assert torch.get_num_threads() == before  # large steps keep every thread
+
+
+def test_rollout_tensors_can_enter_autograd():
+    """Rollouts run under inference_mode; what they return must still work in a scoring backward."""
+    model, processor = tiny_janus(4)
+    policy = JanusPolicy(model, processor)
+    model.requires_grad_(True)
+    images = policy.rollout_images(["a red circle"], group_size=2, seed=0, decode=False)
+    logps = policy.image_token_logps(images.prompt_ids, images.prompt_mask, images.image_tokens, 5.0)
+    logps.sum().backward()
+    text = policy.rollout_text(sample_images(1), ["what color?"], group_size=2, max_new_tokens=3, seed=0)
+    logps = policy.text_token_logps(
+        text.prompt_ids, text.prompt_mask, text.pixel_values, text.completion_ids, text.completion_mask
+    )
+    logps.sum().backward()
+    assert model.model.generation_embeddings.weight.grad is not None
+    assert model.lm_head.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_compiled_static_decode_gives_the_same_greedy_images():
+    """torch.compile of the static-shape step (inductor on CPU here; CUDA graphs on GPU)."""
+    model, processor = tiny_janus(0, dtype=torch.float32)
+    policy = JanusPolicy(model, processor)
+    captions = ["a red circle", "two blue squares left of a green triangle"]
+    eager = policy.rollout_images(captions, group_size=2, greedy=True, decode=False).image_tokens
+    compiled = policy.rollout_images(
+        captions, group_size=2, greedy=True, decode=False, compile_decode=True
+    ).image_tokens
+    assert torch.equal(compiled, eager)
