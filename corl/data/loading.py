@@ -21,8 +21,9 @@ directory for hub ids and in-memory datasets.
 Question types (``question_type`` column), decided once per load and recorded in the report:
 
 - t2i: untouched (passes through if present, never required).
-- a recipe constant (``question_type="mc"``) fills every row and overrides a column; for the mc / oe
-  tasks it must equal the task.
+- a recipe constant (``question_type="mc"``) keeps only rows of that type: with a column present, rows
+  of the other type are skipped as ``wrong_question_type`` and blanks take the constant; without one, every
+  row gets it. For the mc / oe tasks it must equal the task.
 - mc / oe tasks otherwise: the task itself. A present column is still read: blank values take the task's
   type, rows of the other type are skipped as ``wrong_question_type`` (one mixed set feeds both stage-2 runs).
 - unified otherwise: the column, normalized ("MC" -> "mc"); blank values, or an absent column, are
@@ -309,8 +310,8 @@ def _plan_question_types(task: str, constant: str | None, has_column: bool) -> _
             raise ValueError("question_type must be 'mc' or 'oe' (or None to use the column / inference)")
         if task in (MULTIPLE_CHOICE, OPEN_ENDED) and value != task:
             raise ValueError(f"question_type={constant!r} contradicts task {task!r}")
-        if has_column:
-            logger.info("question_type=%r from the recipe overrides the question_type column", value)
+        if has_column:  # a filter on the column: rows of the other type are skipped, blanks take the value
+            return _QuestionTypePlan("column", required=value, reads_column=True)
         return _QuestionTypePlan("constant", constant=value)
     if task in (MULTIPLE_CHOICE, OPEN_ENDED):
         if has_column:

@@ -260,6 +260,11 @@ def test_question_type_inferred_constant_and_wrong_type(image_dir):
     mc_only = load_rows(typed, task="mc")
     assert mc_only.dataset["question_type"] == ["mc", "mc"]  # blank takes the task's type
     assert mc_only.report.skipped == {"unknown_question_type": 1, "wrong_question_type": 1}
+    # A recipe constant with a column present filters (as the mc / oe recipes use it on mixed data).
+    for task in ("mc", "unified"):
+        filtered = load_rows(typed, task=task, question_type="mc")
+        assert filtered.dataset["question_type"] == ["mc", "mc"]
+        assert filtered.report.skipped == {"unknown_question_type": 1, "wrong_question_type": 1}
 
 
 def test_limit_and_wrong_column_type(image_dir):
