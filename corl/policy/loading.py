@@ -41,13 +41,22 @@ _DTYPES = {
 }
 
 
+SHIPPED_SHAPES_BASE = Path(__file__).resolve().parent.parent / "assets" / "shapes-base"
+
+
 def default_model_path() -> Path:
-    """The Shapes base checkpoint: $CORL_SHAPES_BASE, else ~/.cache/corl/shapes-base.
+    """The Shapes base checkpoint: $CORL_SHAPES_BASE if set, else the one shipped in the package
+    (corl/assets/shapes-base) if present, else ~/.cache/corl/shapes-base.
 
     Raises FileNotFoundError (with the command that builds it) when no checkpoint is there.
     """
     env = os.environ.get(SHAPES_BASE_ENV)
-    path = Path(env).expanduser() if env else Path.home() / ".cache" / "corl" / "shapes-base"
+    if env:
+        path = Path(env).expanduser()
+    elif (SHIPPED_SHAPES_BASE / "config.json").is_file():
+        path = SHIPPED_SHAPES_BASE
+    else:
+        path = Path.home() / ".cache" / "corl" / "shapes-base"
     if not (path / "config.json").is_file():
         source = f"${SHAPES_BASE_ENV}" if env else "the default location"
         raise FileNotFoundError(

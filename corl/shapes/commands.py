@@ -16,7 +16,7 @@ DEFAULT_N_TEST = 300
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "shapes",
-        help="the embedded Shapes world: build its dataset, show samples",
+        help="the embedded Shapes world: build its dataset, show samples, make the base model",
         description="The Shapes world: synthetic scenes of colored shapes with captions and questions.",
     )
     parser.set_defaults(_parser=parser, func=None)
@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--n", type=int, default=16, help="number of samples on the sheet (default 16)")
     show.add_argument("--split", default="train", help="split to show: train or test (default train)")
     show.set_defaults(func=run_show, _parser=show)
+
+    from corl.shapes.base_model import add_make_base_parser  # standard library only at import
+
+    add_make_base_parser(sub)
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -131,10 +131,7 @@ def summarize(ds: Dataset) -> dict[str, dict[str, int]]:
 
 # ---- the default split, built once and cached --------------------------------------------------------
 
-DEFAULT_N_TRAIN = 2000
-DEFAULT_N_TEST = 300
-DEFAULT_SEED = 0
-DEFAULT_IMAGE_SIZE = 48
+from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED  # noqa: E402
 
 
 def default_shapes_dir(
