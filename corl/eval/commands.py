@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,6 @@ def _load_policy(args: argparse.Namespace) -> Any:
 def _run_shapes(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
     from corl.data import load_rows
     from corl.eval.shapes_suite import evaluate_shapes
-
     from corl.shapes.dataset import default_shapes_dir
 
     data = args.data or str(default_shapes_dir())

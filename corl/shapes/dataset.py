@@ -131,7 +131,7 @@ def summarize(ds: Dataset) -> dict[str, dict[str, int]]:
 
 # ---- the default split, built once and cached --------------------------------------------------------
 
-from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED  # noqa: E402
+from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
 
 
 def default_shapes_dir(

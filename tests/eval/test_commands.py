@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-
-from corl.paths import CACHE_ENV
 from pathlib import Path
 
 import datasets
 import pytest
 
 from corl.eval import commands
+from corl.paths import CACHE_ENV
 
 from .conftest import FakePolicy
 from .test_benchmarks import image, write_parquet

@@ -1,8 +1,7 @@
 """One default Shapes split for every entry point (build command, training, eval, demo)."""
 
 from corl.config import DataConfig
-from corl.shapes import commands
-from corl.shapes import dataset
+from corl.shapes import commands, dataset
 
 
 def test_default_sizes_agree_everywhere():
