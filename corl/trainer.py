@@ -211,13 +211,17 @@ def resolve_resume(out_dir: Path, resume: str | Path | bool | None) -> Path | No
     return found
 
 
-def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None) -> tuple[Run, ckpt.TrainerState | None]:
+def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
+              resume_requested: bool = False) -> tuple[Run, ckpt.TrainerState | None]:
     from accelerate.utils import set_seed
 
     accelerator, param_dtype = build_accelerator(cfg)
     set_seed(cfg.seed)  # the same on every rank: new parameters (LoRA) start equal everywhere
     # Every rank checks (before anything is written), so a refusal cannot leave the others waiting.
-    if resume_dir is None and (ckpt.list_checkpoints(out_dir) or (out_dir / "metrics.jsonl").exists()):
+    # A resume request on a run killed before its first checkpoint starts over (the old metrics file is
+    # kept aside by MetricsLogger); without one, an existing run is never overwritten.
+    if resume_dir is None and not resume_requested and (
+            ckpt.list_checkpoints(out_dir) or (out_dir / "metrics.jsonl").exists()):
         raise ValueError(f"{out_dir} already holds a run; pass --resume to continue it or choose a new --out")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -581,7 +585,7 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
     """
     out_dir = Path(out_dir)
     resume_dir = resolve_resume(out_dir, resume)
-    run, state = setup_run(cfg, out_dir, resume_dir)
+    run, state = setup_run(cfg, out_dir, resume_dir, resume_requested=resume not in (None, False))
     acc, k = run.accelerator, cfg.grpo.num_iterations
     start = state.step if state else 0
     header = run_header(run, resume_dir)

@@ -92,3 +92,17 @@ def test_resume_from_an_explicit_checkpoint_and_errors(model_dir, tmp_path):
     other = tiny_config(cfg.model.name_or_path, "mc", ["train.max_steps=2"])
     with pytest.raises(ValueError, match="stage t2i"):
         train(other, out, resume=True)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_and_keeps_its_metrics(model_dir, tmp_path):
+    cfg = tiny_config(model_dir, "t2i", ["train.max_steps=1"])
+    out = tmp_path / "run"
+    out.mkdir()
+    killed = '{"header": {"stage": "t2i"}}\n{"step": 1, "loss": 0.5}\n'
+    (out / "metrics.jsonl").write_text(killed)  # what a run killed during step 2, before any save, leaves
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, out)  # without --resume nothing is overwritten
+    result = train(cfg, out, resume=True)
+    assert result.steps == 1 and result.final_checkpoint is not None
+    assert (out / "metrics.restarted-1.jsonl").read_text() == killed
+    assert [row["step"] for row in read_metrics(out / "metrics.jsonl")[1]] == [1]

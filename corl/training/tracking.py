@@ -160,6 +160,13 @@ class MetricsLogger:
             tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
             os.replace(tmp, self.path)
         else:
+            if self.path.is_file():  # a run killed before its first checkpoint, restarted: keep its rows aside
+                n = 1
+                while (aside := self.path.with_name(f"metrics.restarted-{n}.jsonl")).exists():
+                    n += 1
+                os.replace(self.path, aside)
+                logger.warning("%s: restarting a run that had no checkpoint; its metrics moved to %s",
+                               self.path.parent, aside.name)
             self.path.write_text(json.dumps({"header": {k: _clean(v) for k, v in header.items()}}) + "\n")
         self._open_extra(out_dir, list(report_to), run_config or {})
 
