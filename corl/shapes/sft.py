@@ -30,7 +30,6 @@ pool example and left-padded per batch; batches are drawn with a seeded torch.Ge
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +48,7 @@ from corl.shapes.captions import caption_for, count_phrase
 from corl.shapes.questions import QUESTION_KINDS, make_question
 from corl.shapes.render import render_scene
 from corl.shapes.scene import Scene, sample_scene
-from corl.shapes.vq_training import encode_codes, images_to_pixels
+from corl.shapes.vq_training import encode_codes, images_to_pixels, warmup_cosine_factor
 
 logger = logging.getLogger(__name__)
 
@@ -288,13 +287,6 @@ def sft_parameters(policy: JanusPolicy) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _optimizer(params: Iterable[torch.nn.Parameter], config: SFTConfig) -> torch.optim.Optimizer:
     params = list(params)
     decay = [p for p in params if p.ndim >= 2]
@@ -323,7 +315,7 @@ def train_sft(policy: JanusPolicy, t2i: T2IPool, mm2t: MM2TPool, config: SFTConf
     start = time.perf_counter()
     for step in tqdm(range(config.steps), desc="SFT", unit="step", mininterval=5):
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * _lr_factor(step, config.warmup_steps, config.steps)
+            group["lr"] = config.lr * warmup_cosine_factor(step, config.warmup_steps, config.steps)
         # Draw both batches every step (even past a task's budget) so the random stream, and so each
         # task's data, does not depend on the other task's budget.
         t2i_rows = torch.randint(0, len(t2i.captions), (config.t2i_batch_size,), generator=generator)

@@ -160,7 +160,8 @@ def finalize_codebook(vq: JanusVQVAE) -> None:
 # ---- training ------------------------------------------------------------------------------------
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+def warmup_cosine_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warmup over `warmup` steps, then cosine decay to 10% at `total`."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -268,7 +269,7 @@ def train_vq(vq: JanusVQVAE, config: VQTrainingConfig = VQTrainingConfig(), imag
     start = time.perf_counter()
     for step in tqdm(range(config.steps), desc="VQ training", unit="step", mininterval=5):
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * _lr_factor(step, config.warmup_steps, config.steps)
+            group["lr"] = config.lr * warmup_cosine_factor(step, config.warmup_steps, config.steps)
         if step == ae_steps:  # phase 2 starts: seed the codebook from the autoencoder's latents
             vq.eval()
             n = min(config.init_images, pool.shape[0])
