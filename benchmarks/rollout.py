@@ -15,6 +15,12 @@ by one token per step through `LlamaModel.forward`, conditional and unconditiona
 the same CFG distribution (w = --cfg, temperature 1) with the same seed; the line `same codes`
 says whether they drew the same tokens (they should, up to float rounding in rare draws).
 
+`--full-image` (1b) estimates a whole image's rollout on CPU, where timing all 576 codes would take
+half an hour: the cost of one code grows with the cache (the naive loop copies its whole cache with
+torch.cat every step), so both loops time 3 codes with the cache filled to the midpoints of 4 equal slices
+of the image and the full rollout is N times their mean (the midpoint rule; exact for a per-code cost
+linear in the depth). Prefill is left out of both (it favors corl: one prompt forward per distinct prompt).
+
 Timing: `--repeats` rounds, each timing both loops back to back, the order alternating between rounds;
 medians are reported. Throughput = images x sampled codes / seconds (prompt forward included; the VQ
 decoder is not part of either). With `--breakdown`, a 1-code run per loop splits the time into the
@@ -49,7 +55,7 @@ from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
 from corl.policy.loading import default_model_path, load_policy
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
-from corl.policy.sampling import positions_from_mask, unconditional_prompt
+from corl.policy.sampling import cfg_logits, positions_from_mask, sample_next, unconditional_prompt
 from corl.policy.testing import TINY_SIZES, TINY_WORDS, tiny_janus
 from corl.policy.tokenizer import build_processor, build_tokenizer
 
@@ -286,58 +292,99 @@ def bench_model(name: str, policy: JanusPolicy, source: str, args: argparse.Name
     return ratio
 
 
-@torch.inference_mode()
-def bench_late_steps(policy: JanusPolicy, args: argparse.Namespace, rows: int) -> None:
-    """Per-step LLM decode time with the cache as full as at the end of an image (P + N - 8 positions):
-    transformers' forward with a DynamicCache (the naive loop's step) vs corl's DecodeStep on a
-    PreallocatedCache, both filled from one prefix of 4 distinct prompts. The 16-code runs above start
-    from an almost empty cache; this is the other end of a full rollout."""
-    language_model = policy.model.model.language_model
+def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int, depth: int, steps: int
+                        ) -> dict[str, list[float]]:
+    """Seconds per image code for both loops with `depth` positions already in the cache: each timed
+    step is one full rollout step (generation head, CFG, sampling, the code's embedding, the LLM step),
+    the naive one through transformers' forward with a DynamicCache (grown by torch.cat), corl's through
+    its DecodeStep on a PreallocatedCache. Both caches are filled (untimed) from one forward over 4
+    distinct random prefixes of `depth` tokens: the cache content does not change the cost."""
+    model = policy.model
+    language_model = model.model.language_model
     config = language_model.config
-    length, steps = 16 + policy.num_image_tokens - 8, 6  # a 16-token prompt plus N - 8 codes
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, config.vocab_size, (4, length), generator=generator).to(policy.device)
+    images = rows // 2
+    generator = torch.Generator().manual_seed(depth)
+    ids = torch.randint(0, config.vocab_size, (4, depth), generator=generator).to(policy.device)
     prefix = DynamicCache(config=config)
-    language_model(input_ids=ids, past_key_values=prefix, use_cache=True)
+    with torch.inference_mode():
+        state = language_model(input_ids=ids, past_key_values=prefix, use_cache=True).last_hidden_state[:, -1]
     which = torch.arange(4, device=policy.device).repeat_interleave(rows // 4)  # [rows]
-    mask = torch.ones(rows, length, dtype=torch.long, device=policy.device)
-    feed = torch.randn(rows, steps, config.hidden_size, generator=generator).to(policy.device, policy.dtype)
+    mask = torch.ones(rows, depth, dtype=torch.long, device=policy.device)
 
+    def sample(hidden: torch.Tensor, sampler: torch.Generator) -> torch.Tensor:  # [rows, D] -> [images]
+        logits = model.model.generation_head(hidden).float()
+        logits = logits[images:] + args.cfg * (logits[:images] - logits[images:])
+        return torch.multinomial(torch.log_softmax(logits, dim=-1).exp(), 1, generator=sampler).squeeze(-1)
+
+    @torch.inference_mode()
     def naive() -> float:
         cache = DynamicCache(config=config)
         for index, layer in enumerate(prefix.layers):
             cache.update(layer.keys[which].clone(), layer.values[which].clone(), index)
-        grown, start = mask, time.perf_counter()
+        grown, hidden, sampler = mask, state[which], torch.Generator().manual_seed(0)
+        start = time.perf_counter()
         for step in range(steps):
+            token = sample(hidden, sampler)
             grown = torch.cat([grown, grown.new_ones(rows, 1)], dim=1)
-            language_model(
-                inputs_embeds=feed[:, step : step + 1],
+            hidden = language_model(
+                inputs_embeds=model.prepare_embeddings_for_image_generation(torch.cat([token, token])[:, None]),
                 attention_mask=grown,
-                position_ids=torch.full((rows, 1), length + step, device=policy.device),
+                position_ids=torch.full((rows, 1), depth + step, device=policy.device),
                 past_key_values=cache,
                 use_cache=True,
-            )
-        return (time.perf_counter() - start) / steps
+            ).last_hidden_state[:, -1]
+        seconds = (time.perf_counter() - start) / steps
+        del cache
+        return seconds
 
+    @torch.inference_mode()
     def corl() -> float:
-        cache = decoding.PreallocatedCache(
-            config, rows, length + steps, dtype=policy.dtype, device=policy.device
-        )
+        cache = decoding.PreallocatedCache(config, rows, depth + steps, dtype=policy.dtype, device=policy.device)
         cache.write_prefix(prefix, which)
-        step_fn, start = decoding.DecodeStep(language_model, cache, mask, steps), time.perf_counter()
-        for step in range(steps):
-            step_fn(feed[:, step : step + 1])
-        return (time.perf_counter() - start) / steps
+        step_fn = decoding.DecodeStep(language_model, cache, mask, steps)
+        hidden, sampler = state[which], torch.Generator().manual_seed(0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            logits = cfg_logits(*model.model.generation_head(hidden).float().split(images), args.cfg)
+            token = sample_next(logits, temperature=1.0, generator=sampler)  # [images]
+            embeds = model.prepare_embeddings_for_image_generation(token[:, None])
+            hidden = step_fn(torch.cat([embeds, embeds]))
+        seconds = (time.perf_counter() - start) / steps
+        del cache, step_fn
+        return seconds
 
     times: dict[str, list[float]] = {"naive": [], "corl": []}
     for repeat in range(args.repeats):
         for key in ("naive", "corl") if repeat % 2 == 0 else ("corl", "naive"):
             times[key].append((naive if key == "naive" else corl)())
-    print(
-        f"   late steps (cache {length}..{length + steps} positions, {rows} rows, LLM only), median per step: "
-        + ", ".join(f"{key} {statistics.median(values):.3f}s" for key, values in times.items())
-        + f"; ratio {statistics.median(times['naive']) / statistics.median(times['corl']):.2f}x; {load()}"
-    )
+    return times
+
+
+def bench_full_image(policy: JanusPolicy, args: argparse.Namespace, rows: int, prompt_len: int = 16,
+                     bins: int = 4, steps: int = 3) -> float:
+    """A whole image's rollout time, estimated: the per-code cost grows with the cache (the naive
+    loop copies its whole cache every step), so per-code times are measured at the midpoints of `bins`
+    equal slices of the image's N codes (midpoint rule: exact when the cost is linear in the depth)
+    and summed over the N codes; prefill is left out of both (a few percent at N = 576)."""
+    n = policy.num_image_tokens
+    depths = [prompt_len + round((k + 0.5) * n / bins) for k in range(bins)]
+    per_code: dict[str, list[float]] = {"naive": [], "corl": []}
+    print(f"   full image, estimated from {steps} codes at each of the cache depths {depths} "
+          f"({rows} rows, median of {args.repeats}):")
+    for depth in depths:
+        times = step_times_at_depth(policy, args, rows, depth, steps)
+        for key, values in per_code.items():
+            values.append(statistics.median(times[key]))
+        print(f"     depth {depth}: naive {per_code['naive'][-1]:.3f}s, corl {per_code['corl'][-1]:.3f}s per code "
+              f"({per_code['naive'][-1] / per_code['corl'][-1]:.2f}x); {load()}")
+    images = rows // 2
+    total = {key: n * statistics.fmean(values) for key, values in per_code.items()}
+    for key, seconds in total.items():
+        print(f"   {key}: {seconds:.1f}s per group of {images} images x {n} codes, "
+              f"{images * n / seconds:.1f} image tokens/s (estimated)")
+    ratio = total["naive"] / total["corl"]
+    print(f"   ratio corl / naive, full image (estimated): {ratio:.2f}x")
+    return ratio
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="corl: torch.compile the decode step (GPU)")
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the 1-code runs")
     parser.add_argument(
-        "--late", action="store_true", help="1b: also time decode steps with a nearly full cache"
+        "--full-image",
+        action="store_true",
+        help="1b: also estimate a whole image's rollout from codes timed at 4 cache depths (CPU: minutes)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -377,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         default_steps = policy.num_image_tokens if args.device.startswith("cuda") else 16
         steps = min(args.steps or default_steps, policy.num_image_tokens)
         ratios["1b"] = bench_model("Janus-Pro-1B shape", policy, source, args, steps)
-        if args.late:
-            bench_late_steps(policy, args, 2 * args.prompts * args.group_size)
+        if args.full_image:
+            ratios["1b full image"] = bench_full_image(policy, args, 2 * args.prompts * args.group_size)
     print("\n" + ", ".join(f"{name}: corl / naive = {ratio:.2f}x" for name, ratio in ratios.items()))
     return 0
 

@@ -27,6 +27,7 @@ from datasets import Dataset, DatasetDict, Features, Image, Value
 from tqdm.auto import tqdm
 
 from corl.shapes.captions import caption_for
+from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
 from corl.shapes.questions import QUESTION_KINDS, make_question
 from corl.shapes.render import check_size, render_scene
 from corl.shapes.scene import CATEGORIES, Scene, sample_scene
@@ -130,8 +131,6 @@ def summarize(ds: Dataset) -> dict[str, dict[str, int]]:
 
 
 # ---- the default split, built once and cached --------------------------------------------------------
-
-from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
 
 
 def default_shapes_dir(

@@ -264,7 +264,7 @@ def train_vq(vq: JanusVQVAE, config: VQTrainingConfig = VQTrainingConfig(), imag
         reinit_conv_weights(vq, config.seed)
     vq.train()
     optimizer = torch.optim.Adam(vq.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    ae_steps = int(round(config.ae_fraction * config.steps))
+    ae_steps = round(config.ae_fraction * config.steps)
     history: list[float] = []
     start = time.perf_counter()
     for step in tqdm(range(config.steps), desc="VQ training", unit="step", mininterval=5):
