@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from corl.cli import main as corl_main
 
-    runs = {}
+    runs, rewards = {}, {}
     for seed in args.seeds:
         out = args.out / f"seed{seed}"
         code = corl_main(["demo", "--out", str(out), "--seed", str(seed), "--eval-rows", str(args.eval_rows),
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             return code
         runs[seed] = {name: json.loads((out / f"eval_{name}.json").read_text())
                       for name in ("base", "unified", "final")}
+        rewards[seed] = {stage.name: json.loads((stage / "summary.json").read_text())["reward"]
+                         for stage in sorted(out.iterdir()) if (stage / "summary.json").is_file()}
 
     print(f"\nseeds {args.seeds}, {args.eval_rows} held-out rows; scores in %, mean ± std over seeds")
     print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   change final - base per seed")
@@ -51,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         change = [100 * (f - b) for f, b in zip(cols["final"], cols["base"])]
         print(f"{key:14s} {mean_std(cols['base']):>13s} {mean_std(cols['unified']):>15s} {mean_std(cols['final']):>13s}"
               f"   {' '.join(f'{c:+.1f}' for c in change)} (mean {statistics.fmean(change):+.1f})")
+    print("\ntraining reward, mean over the last 10% of a stage's steps minus the first 10%, per seed")
+    rose = True
+    for stage in ("unified", "t2i", "mc", "oe"):
+        tasks = sorted({task for seed in args.seeds for task in rewards[seed].get(stage, {})})
+        for task in tasks:
+            changes = [rewards[seed][stage][task]["change"] for seed in args.seeds if task in rewards[seed].get(stage, {})]
+            rose &= all(c > 0 for c in changes)
+            print(f"{stage:8s} {task:5s} " + " ".join(f"{c:+.3f}" for c in changes)
+                  + ("" if all(c > 0 for c in changes) else "   <- not up in every seed"))
+    print(f"reward up in every stage, task and seed: {'yes' if rose else 'no'}")
     return 0
 
 
