@@ -351,7 +351,7 @@ def left_pad_to_multiple(mask: torch.Tensor, multiple: int, *tensors: torch.Tens
 class StaticDecoder(torch.nn.Module):
     """A decode step with the same shapes at every step, for `torch.compile` (CUDA graphs on GPU).
 
-    Buffers (registered, so compiled graphs see fixed addresses): keys/values [layers, b, kv_heads,
+    Buffers (registered, so compiled graphs see fixed addresses): keys/values per layer [b, kv_heads,
     capacity, head_dim], the additive attention mask [b, 1, 1, capacity] and rotary tables [b, capacity,
     head_dim]. Each step writes slot P + step in place and attends over the whole buffer with later
     slots masked. One decoder per (LLM, rows, capacity, dtype, device) is kept on the LLM and reused by
@@ -371,10 +371,16 @@ class StaticDecoder(torch.nn.Module):
         object.__setattr__(self, "language_model", language_model)  # used, not owned: no submodule
         config = language_model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        cache_shape = (config.num_hidden_layers, rows, config.num_key_value_heads, capacity, head_dim)
+        self.cache_shape = (rows, config.num_key_value_heads, capacity, head_dim)
+        # One buffer per layer, written in place with index_copy_: a write into a view of one buffer shared
+        # by all layers is functionalized by torch.compile into a copy of the whole buffer per layer and
+        # step (measured on CPU: 9.6 ms of a 12 ms compiled step for the Shapes model).
         # zeros: unwritten slots are read (with weight exactly 0), so they must hold finite numbers
-        self.register_buffer("keys", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("values", torch.zeros(cache_shape, dtype=dtype, device=device), persistent=False)
+        for index in range(config.num_hidden_layers):
+            for kind in ("keys", "values"):
+                self.register_buffer(
+                    f"{kind}_{index}", torch.zeros(self.cache_shape, dtype=dtype, device=device), persistent=False
+                )
         self.register_buffer(
             "mask", torch.zeros(rows, 1, 1, capacity, dtype=dtype, device=device), persistent=False
         )
@@ -425,17 +431,22 @@ class StaticDecoder(torch.nn.Module):
     def write_prefix(self, prefix: Cache, rows: torch.Tensor) -> None:
         """Slots 0..P-1 of row i <- prefix row rows[i] (see `PreallocatedCache.write_prefix`)."""
         for index, source in enumerate(prefix.layers):
+            keys, values = self.layer_cache(index)
             length = source.keys.shape[2]
-            self.keys[index, :, :, :length].copy_(source.keys.index_select(0, rows))
-            self.values[index, :, :, :length].copy_(source.values.index_select(0, rows))
+            keys[:, :, :length].copy_(source.keys.index_select(0, rows))
+            values[:, :, :length].copy_(source.values.index_select(0, rows))
+
+    def layer_cache(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s key and value buffers [b, kv_heads, capacity, head_dim]."""
+        return getattr(self, f"keys_{index}"), getattr(self, f"values_{index}")
 
     def start(self, prompt_mask: torch.Tensor, max_new: int) -> None:
         """Begin decoding after a prefill of prompts with mask [b, P]; `max_new` tokens will be fed."""
         rows, prompt_len = prompt_mask.shape
-        capacity = self.keys.shape[3]
-        if prompt_len + max_new > capacity or rows != self.keys.shape[1]:
+        capacity = self.cache_shape[2]
+        if prompt_len + max_new > capacity or rows != self.cache_shape[0]:
             raise ValueError(
-                f"{rows} rows x {prompt_len + max_new} positions do not fit {tuple(self.keys.shape)}"
+                f"{rows} rows x {prompt_len + max_new} positions do not fit {self.cache_shape}"
             )
         keep = torch.ones(rows, capacity, dtype=torch.bool, device=prompt_mask.device)
         keep[:, :prompt_len] = prompt_mask.bool()
@@ -455,7 +466,7 @@ class StaticDecoder(torch.nn.Module):
         mask = torch.where(self.slots <= slot, self.mask, self.minimum)  # [b, 1, 1, capacity]
         hidden = embeds
         for index, layer in enumerate(self.language_model.layers):
-            keys, values = self.keys[index], self.values[index]  # [b, kv_heads, capacity, head_dim]
+            keys, values = self.layer_cache(index)  # [b, kv_heads, capacity, head_dim]
 
             def write_kv(key, value, keys=keys, values=values):
                 keys.index_copy_(2, slot, key)

@@ -133,7 +133,7 @@ def test_static_decoder_is_reused_and_bucketed_prompts_give_the_same_greedy_imag
     decoders = language_model.__dict__["_corl_static_decoders"]
     assert len(decoders) == 1
     (decoder,) = decoders.values()
-    assert decoder.keys.shape[3] % 64 == policy.num_image_tokens - 1  # bucketed prompt + N - 1 codes
+    assert decoder.cache_shape[2] % 64 == policy.num_image_tokens - 1  # bucketed prompt + N - 1 codes
     again = policy.rollout_images(
         captions[::-1], group_size=2, greedy=True, decode=False, compile_decode=True
     )
