@@ -55,7 +55,8 @@ from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
 from corl.policy.loading import default_model_path, load_policy
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
-from corl.policy.sampling import cfg_logits, positions_from_mask, sample_next, unconditional_prompt
+from corl.policy.rollout import draw_image_code
+from corl.policy.sampling import positions_from_mask, unconditional_prompt
 from corl.policy.testing import TINY_SIZES, TINY_WORDS, tiny_janus
 from corl.policy.tokenizer import build_processor, build_tokenizer
 
@@ -124,6 +125,32 @@ def describe(policy: JanusPolicy) -> str:
 # ------------------------------------------------------------------------------------ naive loop
 
 
+def naive_draw(policy: JanusPolicy, hidden: torch.Tensor, cfg_weight: float, generator: torch.Generator
+               ) -> torch.Tensor:
+    """hidden [2R, D] (conditional rows, then unconditional) -> one code per sample [R]."""
+    rows = hidden.shape[0] // 2
+    logits = policy.model.model.generation_head(hidden).float()  # [2R, V_img]
+    logits = logits[rows:] + cfg_weight * (logits[:rows] - logits[rows:])  # [R, V_img]
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)  # [R]
+
+
+def naive_feed(policy: JanusPolicy, token: torch.Tensor, mask: torch.Tensor, position: torch.Tensor,
+               cache: DynamicCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed each sample's code to both its rows through transformers' forward: the mask grows by one
+    column (torch.cat) and so does the DynamicCache. -> (hidden [2R, D], mask [2R, L + 1])."""
+    mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+    embeds = policy.model.prepare_embeddings_for_image_generation(torch.cat([token, token])[:, None])
+    out = policy.model.model.language_model(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        position_ids=position,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return out.last_hidden_state[:, -1], mask
+
+
 @torch.no_grad()
 def naive_rollout(
     policy: JanusPolicy, captions: list[str], group_size: int, cfg_weight: float, steps: int, seed: int
@@ -136,7 +163,6 @@ def naive_rollout(
     mask = encoded.attention_mask.repeat_interleave(group_size, 0).to(policy.device)
     tokens = policy.tokens
     uncond = unconditional_prompt(ids, bos_id=tokens.bos_id, boi_id=tokens.boi_id, pad_id=tokens.pad_id)
-    rows = ids.shape[0]
     ids, mask = torch.cat([ids, uncond]), torch.cat([mask, mask])  # [2R, P]: cond rows, then uncond rows
     positions = positions_from_mask(mask)
     cache = DynamicCache(config=language_model.config)
@@ -151,22 +177,11 @@ def naive_rollout(
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     drawn = []
     for step in range(steps):
-        logits = model.model.generation_head(hidden).float()  # [2R, V_img]
-        logits = logits[rows:] + cfg_weight * (logits[:rows] - logits[rows:])  # [R, V_img]
-        logprobs = torch.log_softmax(logits, dim=-1)
-        token = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)  # [R]
+        token = naive_draw(policy, hidden, cfg_weight, generator)  # [R]
         drawn.append(token)
         if step == steps - 1:
             break
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        out = language_model(
-            inputs_embeds=model.prepare_embeddings_for_image_generation(torch.cat([token, token])[:, None]),
-            attention_mask=mask,
-            position_ids=positions[:, -1:] + 1 + step,
-            past_key_values=cache,
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state[:, -1]
+        hidden, mask = naive_feed(policy, token, mask, positions[:, -1:] + 1 + step, cache)
     return torch.stack(drawn, dim=1)
 
 
@@ -302,7 +317,6 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
     model = policy.model
     language_model = model.model.language_model
     config = language_model.config
-    images = rows // 2
     generator = torch.Generator().manual_seed(depth)
     ids = torch.randint(0, config.vocab_size, (4, depth), generator=generator).to(policy.device)
     prefix = DynamicCache(config=config)
@@ -310,11 +324,6 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
         state = language_model(input_ids=ids, past_key_values=prefix, use_cache=True).last_hidden_state[:, -1]
     which = torch.arange(4, device=policy.device).repeat_interleave(rows // 4)  # [rows]
     mask = torch.ones(rows, depth, dtype=torch.long, device=policy.device)
-
-    def sample(hidden: torch.Tensor, sampler: torch.Generator) -> torch.Tensor:  # [rows, D] -> [images]
-        logits = model.model.generation_head(hidden).float()
-        logits = logits[images:] + args.cfg * (logits[:images] - logits[images:])
-        return torch.multinomial(torch.log_softmax(logits, dim=-1).exp(), 1, generator=sampler).squeeze(-1)
 
     @torch.inference_mode()
     def naive() -> float:
@@ -324,29 +333,24 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
         grown, hidden, sampler = mask, state[which], torch.Generator().manual_seed(0)
         start = time.perf_counter()
         for step in range(steps):
-            token = sample(hidden, sampler)
-            grown = torch.cat([grown, grown.new_ones(rows, 1)], dim=1)
-            hidden = language_model(
-                inputs_embeds=model.prepare_embeddings_for_image_generation(torch.cat([token, token])[:, None]),
-                attention_mask=grown,
-                position_ids=torch.full((rows, 1), depth + step, device=policy.device),
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state[:, -1]
+            token = naive_draw(policy, hidden, args.cfg, sampler)
+            position = torch.full((rows, 1), depth + step, device=policy.device)
+            hidden, grown = naive_feed(policy, token, grown, position, cache)
         seconds = (time.perf_counter() - start) / steps
         del cache
         return seconds
 
     @torch.inference_mode()
     def corl() -> float:
-        cache = decoding.PreallocatedCache(config, rows, depth + steps, dtype=policy.dtype, device=policy.device)
+        cache = decoding.PreallocatedCache(
+            config, rows, depth + steps, dtype=policy.dtype, device=policy.device
+        )
         cache.write_prefix(prefix, which)
         step_fn = decoding.DecodeStep(language_model, cache, mask, steps)
         hidden, sampler = state[which], torch.Generator().manual_seed(0)
         start = time.perf_counter()
         for _ in range(steps):
-            logits = cfg_logits(*model.model.generation_head(hidden).float().split(images), args.cfg)
-            token = sample_next(logits, temperature=1.0, generator=sampler)  # [images]
+            token = draw_image_code(model, hidden, args.cfg, temperature=1.0, generator=sampler)  # [images]
             embeds = model.prepare_embeddings_for_image_generation(token[:, None])
             hidden = step_fn(torch.cat([embeds, embeds]))
         seconds = (time.perf_counter() - start) / steps
@@ -375,8 +379,9 @@ def bench_full_image(policy: JanusPolicy, args: argparse.Namespace, rows: int, p
         times = step_times_at_depth(policy, args, rows, depth, steps)
         for key, values in per_code.items():
             values.append(statistics.median(times[key]))
-        print(f"     depth {depth}: naive {per_code['naive'][-1]:.3f}s, corl {per_code['corl'][-1]:.3f}s per code "
-              f"({per_code['naive'][-1] / per_code['corl'][-1]:.2f}x); {load()}")
+        naive, corl = per_code["naive"][-1], per_code["corl"][-1]
+        print(f"     depth {depth}: naive {naive:.3f}s, corl {corl:.3f}s per code ({naive / corl:.2f}x); "
+              f"{load()}")
     images = rows // 2
     total = {key: n * statistics.fmean(values) for key, values in per_code.items()}
     for key, seconds in total.items():

@@ -71,6 +71,24 @@ def _row_chunks(rows: int, max_rows: int | None) -> list[slice]:
 # ----------------------------------------------------------------------------------------- images
 
 
+def draw_image_code(
+    model,
+    hidden: torch.Tensor,  # [b, D] last LLM states; with CFG (w != 1): conditional rows, then unconditional
+    cfg_weight: float,
+    *,
+    temperature: float,
+    greedy: bool = False,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One image code per sample from the generation head, CFG-combined -> [r] long (r = b / 2 with CFG)."""
+    logits = model.model.generation_head(hidden).float()  # [b, V_img]
+    if cfg_weight != 1.0:
+        rows = logits.shape[0] // 2
+        logits = cfg_logits(logits[:rows], logits[rows:], cfg_weight)  # [r, V_img]
+    return sample_next(logits, temperature=temperature, greedy=greedy, top_k=top_k, generator=generator)
+
+
 def _sample_image_tokens(
     policy: JanusPolicy,
     prompt_ids: torch.Tensor,  # [r, P]
@@ -110,10 +128,10 @@ def _sample_image_tokens(
     )  # hidden: [b, D]
     tokens = torch.empty(rows, steps, dtype=torch.long, device=ids.device)
     for step in range(steps):
-        logits = model.model.generation_head(hidden).float()  # [b, V_img]
-        if guided:
-            logits = cfg_logits(logits[:rows], logits[rows:], cfg_weight)  # [r, V_img]
-        token = sample_next(logits, temperature=temperature, greedy=greedy, top_k=top_k, generator=generator)
+        token = draw_image_code(
+            model, hidden, cfg_weight, temperature=temperature, greedy=greedy, top_k=top_k,
+            generator=generator,
+        )
         tokens[:, step] = token
         if step == steps - 1:
             break  # the last code is never fed back
