@@ -259,7 +259,7 @@ def bench_model(name: str, policy: JanusPolicy, source: str, args: argparse.Name
         ),
     }
     text = policy.model.config.text_config
-    if single_thread_applies(policy, 2 * images):
+    if single_thread_applies(policy, 2 * images) and not args.compile:  # compiled: all threads anyway
         # corl decodes tiny models on one thread; this variant keeps the caller's thread count, to show
         # how much of the ratio is the thread choice and how much the rest
         loops["corl-all-threads"] = lambda n: all_threads(

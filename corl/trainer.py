@@ -310,7 +310,7 @@ def rollout_images(run: Run, rows: dict[str, list], seed: int) -> TaskBatch:
     r = run.cfg.rollout
     rollout = run.policy.rollout_images(
         rows["prompt"], group_size=r.num_generations, cfg_weight=r.cfg_weight, temperature=r.temperature,
-        top_k=r.top_k or None, seed=seed,
+        top_k=r.top_k or None, seed=seed, compile_decode=r.compile_decode,
     )
     num_tokens = run.policy.num_image_tokens
     if rollout.image_tokens.shape[1] != num_tokens or rollout.sampled_steps != num_tokens:
@@ -327,6 +327,7 @@ def rollout_answers(run: Run, rows: dict[str, list], seed: int) -> TaskBatch:
     rollout = run.policy.rollout_text(
         rows["image"], rows["question"], group_size=r.num_generations, max_new_tokens=r.max_completion_length,
         temperature=r.temperature, top_k=r.top_k or None, top_p=r.top_p if r.top_p < 1.0 else None, seed=seed,
+        compile_decode=r.compile_decode,
     )
     return TaskBatch(MM2T, rollout, rollout.completion_ids, rollout.completion_mask, seed)
 

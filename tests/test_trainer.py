@@ -198,6 +198,22 @@ def test_beta_brings_a_reference_and_kl_and_num_iterations_reuses_rollouts(model
     assert "time/image_rollout" in rows[0] and "time/image_rollout" not in rows[1]
 
 
+def test_compile_decode_runs_both_rollouts_through_the_static_decoder(model_dir, tmp_path, monkeypatch):
+    """rollout.compile_decode reaches both rollouts (torch.compile itself is replaced: it is slow on CPU)."""
+    from corl.policy.decoding import StaticDecoder
+
+    built = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: built.append(module) or module)
+    cfg = tiny_config(model_dir, "unified", ["rollout.compile_decode=true"])
+    result = train(cfg, tmp_path / "run")
+    assert result.steps == 1
+    assert len(built) == 2 and all(isinstance(module, StaticDecoder) for module in built)
+    assert {module.cache_shape[0] for module in built} == {  # image rows with CFG; answer rows
+        2 * cfg.train.per_device_batch_size * cfg.rollout.num_generations,
+        cfg.train.per_device_batch_size * cfg.rollout.num_generations,
+    }
+
+
 def test_no_reference_without_beta(model_dir, tmp_path):
     cfg = tiny_config(model_dir, "t2i", ["grpo.beta=0.0"])
     train(cfg, tmp_path / "run")

@@ -15,6 +15,7 @@ from corl.policy.decoding import (
     fast_path_available,
     left_pad_to_multiple,
     shared_prefill,
+    single_query_attention,
     start_decoding,
 )
 from corl.policy.policy import JanusPolicy
@@ -118,6 +119,29 @@ def test_static_shape_decode_matches_up_to_rounding():
         static = _fast_decode(language_model, ids, mask, new_embeds, static=True)
     for want, got in zip(reference, static, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_single_query_attention_matches_scaled_dot_product_attention(dtype):
+    """Grouped-query heads (8 query heads on 2 key/value heads) and a padding mask; the reference is
+    torch's SDPA in float64 with the key/value heads repeated for their query heads."""
+    generator = torch.Generator().manual_seed(0)
+    rows, heads, kv_heads, length, head_dim = 3, 8, 2, 11, 16
+    query = torch.randn(rows, heads, 1, head_dim, generator=generator, dtype=torch.float64)
+    key = torch.randn(rows, kv_heads, length, head_dim, generator=generator, dtype=torch.float64)
+    value = torch.randn(rows, kv_heads, length, head_dim, generator=generator, dtype=torch.float64)
+    keep = torch.ones(rows, 1, 1, length, dtype=torch.bool)
+    keep[1, ..., :4] = False  # a left-padded row
+    want = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(4, 1), value.repeat_interleave(4, 1), attn_mask=keep, scale=0.25
+    ).transpose(1, 2)  # [rows, 1, heads, head_dim]
+    mask = torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)
+    got, weights = single_query_attention(
+        torch.nn.Module(), query.to(dtype), key.to(dtype), value.to(dtype), mask, scaling=0.25
+    )
+    assert weights is None and got.dtype == dtype and got.shape == (rows, 1, heads, head_dim)
+    tolerance = 1e-12 if dtype == torch.float64 else 3e-2
+    torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance)
 
 
 def test_static_decoder_is_reused_and_bucketed_prompts_give_the_same_greedy_images(monkeypatch):
