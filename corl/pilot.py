@@ -9,8 +9,9 @@ Arms, each starting from the Shapes base model:
 
 Budget. A unified step samples G images *and* G answers per prompt; a single-task step samples only one
 of them. Equal compute therefore means the same number of sampled completions: with `--steps S`, unified
-runs S steps and every single-task arm 2S steps (cycle: four blocks of S/2). Every other setting (batch
-size, G, learning rate, beta = 0, rewards) is the shipped shapes-tiny recipe of the stage. Each arm is
+runs S steps and every single-task arm 2S steps (cycle: four blocks of S/2), all at the unified recipe's
+prompts per step. Every other setting (G, learning rate, rewards) is the shipped shapes-tiny recipe of the
+stage, with beta = 0. Each arm is
 evaluated on the same held-out rows as `corl demo`; with several seeds the table gives mean and std.
 """
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corl.demo import DemoSettings, evaluate_checkpoint, run_stage
+from corl.demo import RECIPE_FAMILY, DemoSettings, evaluate_checkpoint, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,24 @@ def arm_schedule(arm: str, steps: int) -> list[tuple[str, int]]:
     }[arm]
 
 
+def unified_batch_size(overrides: list[str]) -> int:
+    """Prompts per step of the shapes-tiny unified recipe (with the run's overrides): every arm's batch,
+    so budgets stay equal (the refined t2i and MC / OE recipes sample more prompts per step)."""
+    from corl.config import load_config
+    from corl.config_commands import resolve_recipe
+
+    return load_config(resolve_recipe(f"{RECIPE_FAMILY}/unified"), overrides).train.per_device_batch_size
+
+
 def run_arm(arm: str, steps: int, settings: DemoSettings, base: Path) -> dict[str, Any]:
     arm_dir = settings.out / f"seed{settings.seed}" / arm
     model = base
+    batch = unified_batch_size(list(settings.overrides))
     for i, (stage, n) in enumerate(arm_schedule(arm, steps)):
         # beta 0 everywhere: the pilot compares task mixes, not KL regularisation.
         model = run_stage(stage, model, settings, stage_dir=arm_dir / f"{i}-{stage}",
-                          extra_overrides=(f"train.max_steps={n}", "grpo.beta=0"))
+                          extra_overrides=(f"train.max_steps={n}", "grpo.beta=0",
+                                           f"train.per_device_batch_size={batch}"))
     return evaluate_checkpoint(model, arm_dir / "eval.json", settings)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from corl.cli import main
-from corl.pilot import arm_schedule, summarize
+from corl.pilot import arm_schedule, summarize, unified_batch_size
 from corl.shapes import dataset as shapes_dataset
 from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
 
@@ -41,3 +41,7 @@ def test_pilot_runs_every_arm(tmp_path, monkeypatch):
     assert set(saved["table"]) == {"base", "cycle", "unified"}
     assert [p.name for p in sorted((out / "seed0" / "cycle").glob("*-*"))] == ["0-t2i", "1-mm2t", "2-t2i", "3-mm2t"]
     assert (out / "pilot.md").is_file() and (out / "pilot.png").is_file()
+    # every arm samples as many prompts per step as the unified recipe (t2i's own recipe samples more)
+    batches = {json.loads(line)["header"]["per_device_batch_size"]
+               for path in (out / "seed0").glob("*/*/metrics.jsonl") for line in path.open() if '"header"' in line}
+    assert batches == {unified_batch_size([o for o in TINY_OVERRIDES if not o.startswith("data.shapes_n_")])}

@@ -12,6 +12,14 @@ Examples, drawn from a seeded stream of fresh Shapes scenes (the test split's ro
   instruction) -> "<think>I see ...</think><answer>...</answer>" then EOS. Loss: cross-entropy of the
   text head on the completion tokens only (EOS included), through `scoring.text_token_logits`.
 
+MC answers: a share `mc_option_text` of MC targets answer with the option's text ("<answer>blue</answer>",
+which R_acc and the evaluation accept: the option text maps to its letter) instead of the letter. The
+letter needs a lookup (perceived color -> the option line naming it -> its letter) that this 3-layer model
+does not learn within the SFT budget: its letters are at chance. The option text only needs perception, as
+open-ended answers do. So the base model mostly guesses letters (greedy) but sometimes names the option
+(sampling), and GRPO can find that naming pays: the Shapes world's MC gain comes from that switch, not
+from learning the lookup.
+
 Format reward room: the completion is off-format (the bare "<answer>...</answer>", no think block)
 with probability `off_format_counting` for counting questions ("How many ...") and `off_format_other`
 otherwise. With the defaults (0.6 / 0.1) greedy decoding answers counting questions off-format and the
@@ -45,7 +53,7 @@ from corl.policy.prompts import encode_generation, encode_understanding
 from corl.policy.sampling import cfg_logits, unconditional_prompt
 from corl.policy.scoring import image_token_logits, text_token_logits
 from corl.shapes.captions import caption_for, count_phrase
-from corl.shapes.questions import QUESTION_KINDS, make_question
+from corl.shapes.questions import QUESTION_KINDS, make_question, parse_mc_options
 from corl.shapes.render import render_scene
 from corl.shapes.scene import Scene, sample_scene
 from corl.shapes.vq_training import encode_codes, images_to_pixels, warmup_cosine_factor
@@ -70,6 +78,7 @@ class SFTConfig:
     guidance: float = 5.0  # the CFG weight the guided term trains for (the rollouts' and evaluation's)
     off_format_counting: float = 0.6  # P(no <think> block) for "How many ..." questions
     off_format_other: float = 0.1  # P(no <think> block) for every other question
+    mc_option_text: float = 0.3  # P(an MC target answers with the option's text instead of its letter)
     t2i_pool_size: int = 2400  # distinct (caption, scene) t2i examples
     mm2t_pool_size: int = 3200  # distinct (scene, question) mm2t examples
     seed: int = 0
@@ -102,6 +111,12 @@ def is_counting_question(question: str) -> bool:
 def completion_for(scene: Scene, solution: str, on_format: bool) -> str:
     """The SFT target after the prompt (EOS is appended as a token, not as text)."""
     return f"<think>{think_text(scene)}</think>{solution}" if on_format else solution
+
+
+def option_text_answer(question: str, solution: str) -> str:
+    """'<answer>B</answer>' of an MC question -> '<answer>blue</answer>' (the text of option B)."""
+    letter = solution.removeprefix("<answer>").removesuffix("</answer>").strip()
+    return f"<answer>{parse_mc_options(question)[letter]}</answer>"
 
 
 # ---- example pools ---------------------------------------------------------------------------------
@@ -201,6 +216,8 @@ def build_mm2t_pool(policy: JanusPolicy, examples: Sequence[tuple[Scene, str, st
         for scene, question, solution in part:
             p_off = config.off_format_counting if is_counting_question(question) else config.off_format_other
             formatted = rng.random() >= p_off
+            if parse_mc_options(question) and rng.random() < config.mc_option_text:
+                solution = option_text_answer(question, solution)
             text = completion_for(scene, solution, formatted)
             completion_ids.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
             on_format.append(formatted)

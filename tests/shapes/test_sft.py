@@ -6,6 +6,7 @@ from corl.policy.policy import JanusPolicy
 from corl.policy.testing import tiny_janus
 from corl.rewards.accuracy import answer_span
 from corl.rewards.format import has_think_answer_format
+from corl.shapes.questions import parse_mc_options
 from corl.shapes.scene import Scene, ShapeObject
 from corl.shapes.sft import (
     SFTConfig,
@@ -14,6 +15,7 @@ from corl.shapes.sft import (
     completion_for,
     is_counting_question,
     left_pad,
+    option_text_answer,
     right_pad,
     sample_mm2t_examples,
     sample_t2i_examples,
@@ -80,6 +82,29 @@ def test_pools_follow_the_format_rule_and_end_with_eos():
 
     t2i = build_t2i_pool(policy, sample_t2i_examples(5, seed=0), image_size=32)
     assert t2i.codes.shape == (5, 16) and all(ids[-1] == policy.tokens.boi_id for ids in t2i.prompt_ids)
+
+
+def test_option_text_answer_names_the_solution_option():
+    question = "What color is the circle?\nA. green\nB. red\nC. blue"
+    assert option_text_answer(question, "<answer>C</answer>") == "<answer>blue</answer>"
+
+
+def test_mc_targets_answer_with_option_text_at_the_configured_share():
+    """mc_option_text = 1: every MC target names its option's text; 0: every one is the letter."""
+    examples = sample_mm2t_examples(40, seed=0)
+    mc = [(question, solution) for _, question, solution in examples if parse_mc_options(question)]
+    assert mc
+    policy = tiny_policy()
+    for share in (0.0, 1.0):
+        pool = build_mm2t_pool(policy, examples, image_size=32, config=SFTConfig(mc_option_text=share))
+        texts = [
+            policy.processor.tokenizer.decode(ids[:-1], skip_special_tokens=False).replace(" ", "")
+            for ids, (_, question, _) in zip(pool.completion_ids, examples)
+            if parse_mc_options(question)
+        ]
+        for text, (question, solution) in zip(texts, mc):
+            want = option_text_answer(question, solution) if share else solution
+            assert text.endswith(want.replace(" ", "")), (text, want)
 
 
 def test_sft_trains_everything_but_the_vq_model():
