@@ -17,9 +17,8 @@ one token per step through `LlamaModel.forward`); each piece removes work that l
   recomputation and output plumbing. Same ops, same order: tokens are bitwise equal to the model's own
   forward (tested). Anything but Llama decoder layers with sdpa/eager attention and default RoPE takes
   the generic path: the model's forward with our cache.
-- `decode_threads`: on CPU, a decode step of a tiny model (the Shapes model) runs on one intra-op thread;
-  its matmuls are too small to gain from splitting, and on a shared CPU a 2-thread parallel region can
-  wait milliseconds for a descheduled thread.
+- `decode_threads`: optionally (SINGLE_THREAD_DECODE_BELOW, off by default) a CPU decode step of a tiny
+  model runs on one intra-op thread, for machines where a 2-thread region waits on descheduled threads.
 - `StaticDecoder` (`compile_decode=True` in the rollouts; meant for GPUs): the same step with the same
   shapes at every step (attention over the whole buffer with later slots masked, the step index a
   tensor), kept per shape on the model and run through `torch.compile` (CUDA graphs on GPU); prompts are
@@ -56,9 +55,12 @@ logger = logging.getLogger(__name__)
 
 FAST_ATTENTION = ("sdpa", "eager")  # attention implementations the lean step reproduces exactly
 # Below this many multiply-adds in the largest per-step matmul (rows x hidden x intermediate), a CPU
-# decode step runs on one thread: splitting such small matmuls costs more in thread synchronization than
-# it saves (Shapes model: 32 x 128 x 384 = 1.6M; Janus-Pro-1B: 32 x 2048 x 5632 = 369M). 0 disables.
-SINGLE_THREAD_DECODE_BELOW = 1 << 23
+# decode step runs on one thread (Shapes model: 32 x 128 x 384 = 1.6M; Janus-Pro-1B: 32 x 2048 x 5632 =
+# 369M). 0 (the default) disables it. Whether it pays depends on the machine: on a loaded shared CPU a
+# 2-thread region can wait milliseconds for a descheduled thread (a session-2 measurement favored one
+# thread); on 2026-11-30 the Shapes image rollout took 97 ms on one thread and 73 ms on two (2 cores).
+# Set it (e.g. 1 << 23) where `benchmarks/rollout.py` shows the opposite.
+SINGLE_THREAD_DECODE_BELOW = 0
 
 
 @contextmanager

@@ -59,7 +59,7 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
 
 
 def _decode_threads(policy: JanusPolicy, rows: int, *, compiled: bool = False):
-    """One CPU thread for eager decode loops of tiny models (see `decoding.SINGLE_THREAD_DECODE_BELOW`).
+    """One CPU thread for eager decode loops of tiny models, when `decoding.SINGLE_THREAD_DECODE_BELOW` is set.
     A compiled step keeps every thread: its fused loops gain from them (Shapes image rollout on 2 cores,
     `benchmarks/rollout.py --model shapes --compile`: 0.086 s on one thread, 0.063 s on both)."""
     if compiled:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from corl.policy import decoding
 from corl.policy.decoding import (
     DecodeStep,
     PreallocatedCache,
@@ -212,8 +213,11 @@ def test_preallocated_cache_views_and_capacity():
         cache.update(step_keys, step_keys, 0)
 
 
-def test_decode_threads_restores_the_thread_count():
+def test_decode_threads_restores_the_thread_count(monkeypatch):
     before = torch.get_num_threads()
+    with decode_threads(rows=32, hidden_size=128, intermediate_size=384, device=torch.device("cpu")):
+        assert torch.get_num_threads() == before  # off by default
+    monkeypatch.setattr(decoding, "SINGLE_THREAD_DECODE_BELOW", 1 << 23)
     with decode_threads(rows=32, hidden_size=128, intermediate_size=384, device=torch.device("cpu")):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
