@@ -280,7 +280,9 @@ def test_metrics_summary_samples_and_config_files(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     cfg = tiny_config(model_dir, "unified", ["train.max_steps=2", "train.sample_steps=1", "train.log_rollouts=true",
                                             "optim.warmup_ratio=0.5", "optim.lr_scheduler=linear",
-                                            "train.eval_steps=2", "train.eval_max_rows=2"])
+                                            "train.eval_steps=2", "train.eval_max_rows=2",
+                                            # the paper's R_cycle (both halves are logged)
+                                            "rewards.t2i_reward_funcs=[cycle,tim]"])
     result = train(cfg, out)
     header, rows = rows_of(out)
     assert header["image_logps"] == "cfg" and header["image_logps_cfg_weight"] == cfg.rollout.cfg_weight
