@@ -55,10 +55,10 @@ def unified_batch_size(overrides: list[str]) -> int:
     return load_config(resolve_recipe(f"{RECIPE_FAMILY}/unified"), overrides).train.per_device_batch_size
 
 
-def run_arm(arm: str, steps: int, settings: DemoSettings, base: Path) -> dict[str, Any]:
+def run_arm(arm: str, steps: int, settings: DemoSettings, base: Path, batch: int) -> dict[str, Any]:
+    """Train one arm's blocks at `batch` prompts per step, then evaluate it."""
     arm_dir = settings.out / f"seed{settings.seed}" / arm
     model = base
-    batch = unified_batch_size(list(settings.overrides))
     for i, (stage, n) in enumerate(arm_schedule(arm, steps)):
         # beta 0 everywhere: the pilot compares task mixes, not KL regularisation.
         model = run_stage(stage, model, settings, stage_dir=arm_dir / f"{i}-{stage}",
@@ -128,12 +128,13 @@ def run_pilot(args: argparse.Namespace) -> int:
     base = default_model_path()
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
+    batch = unified_batch_size(list(args.overrides))
     for seed in args.seeds:
         settings = DemoSettings(out=args.out, seed=seed, eval_rows=args.eval_rows,
                                 images_per_prompt=args.images_per_prompt, overrides=list(args.overrides))
         for arm in args.arms:
             logger.info("pilot: seed %d, arm %s", seed, arm)
-            results[arm].append(run_arm(arm, args.steps, settings, base))
+            results[arm].append(run_arm(arm, args.steps, settings, base, batch))
     table = summarize(results)
     text = markdown_table(table, list(args.seeds), args.steps)
     plot = plot_pilot(table, args.out / "pilot.png")
