@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 def _close_process_group() -> None:
     """Destroy the torch.distributed process group (one exists under `accelerate launch`) before the
     interpreter exits. Left to interpreter exit, gloo's threads can abort a rank that has finished its work
-    ("terminate called without an active exception", exit -6: seen once in about 30 runs of the
+    ("terminate called without an active exception", exit -6: seen once in the fresh-clone runs of the
     2-process test), and the launcher then reports the whole run as failed."""
     dist = sys.modules.get("torch.distributed")  # never imports torch for commands that did not
     if dist is not None and dist.is_available() and dist.is_initialized():
