@@ -65,6 +65,10 @@ class DataConfig:
                             "missing type from the presence of lettered options.", ("", "mc", "oe"))
     image_root: str = _f("", "Folder that relative image paths in a jsonl source are resolved against.")
     limit: int = _f(0, "Use at most this many rows (0: all).")
+    stratify_by: list = _f([], "Columns whose value combinations are spread evenly over each epoch's row order (e.g. "
+                           "[category, question_type]): every window of consecutive steps then holds them in the "
+                           "dataset's proportions, so reward curves follow learning, not the prompt mix. Empty: a "
+                           "plain shuffle.")
     shapes_n_train: int = _f(2000, "Rows in the train split when the Shapes world is built on first use.")
     shapes_n_test: int = _f(300, "Rows in the test split when the Shapes world is built on first use.")
     shapes_image_size: int = _f(48, "Render size in pixels of the Shapes world.")

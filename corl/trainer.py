@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from corl.algos import group_advantages, policy_loss, unified_advantages
 from corl.config import CorlConfig, dump_yaml, to_dict
-from corl.data import EpochSampler, collate_rows
+from corl.data import EpochSampler, collate_rows, strata_of
 from corl.policy import JanusPolicy, scoring
 from corl.training import checkpoint as ckpt
 from corl.training.evaluation import ShapesEvaluator
@@ -237,10 +237,11 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     accumulation = cfg.optim.gradient_accumulation_steps
     # Micro-batch m of rank r is "rank" r * accumulation + m of a world of world_size * accumulation:
     # every (rank, micro-batch) of a step draws different rows.
+    strata = strata_of(loaded.dataset, cfg.data.stratify_by) if cfg.data.stratify_by else None
     samplers = [
         EpochSampler(len(loaded.dataset), cfg.train.per_device_batch_size, seed=cfg.seed,
                      world_size=accelerator.num_processes * accumulation,
-                     rank=accelerator.process_index * accumulation + m)
+                     rank=accelerator.process_index * accumulation + m, strata=strata)
         for m in range(accumulation)
     ]
     k = cfg.grpo.num_iterations

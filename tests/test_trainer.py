@@ -214,6 +214,19 @@ def test_compile_decode_runs_both_rollouts_through_the_static_decoder(model_dir,
     }
 
 
+def test_stratify_by_reaches_the_samplers_and_a_wrong_column_is_named(model_dir, tmp_path):
+    cfg = tiny_config(model_dir, "unified", ["data.stratify_by=[category]"])
+    run, _ = setup_run(cfg, tmp_path / "run", None)
+    (sampler,) = run.samplers
+    categories = run.dataset["category"]
+    labels = sampler.strata  # one id per row, equal exactly where the categories are
+    assert labels is not None and len(set(labels)) == len(set(categories))
+    assert all((labels[i] == labels[j]) == (categories[i] == categories[j])
+               for i in range(len(labels)) for j in range(len(labels)))
+    with pytest.raises(ValueError, match=r"\['kind'\] not among"):
+        setup_run(tiny_config(model_dir, "unified", ["data.stratify_by=[kind]"]), tmp_path / "other", None)
+
+
 def test_no_reference_without_beta(model_dir, tmp_path):
     cfg = tiny_config(model_dir, "t2i", ["grpo.beta=0.0"])
     train(cfg, tmp_path / "run")

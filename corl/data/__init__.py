@@ -12,7 +12,7 @@ Typical use::
 """
 
 from corl.data.adapters import UPSTREAM_LAYOUTS, ColumnResolution, detect_layout, resolve_columns
-from corl.data.collate import EpochSampler, collate_rows, sample_batch
+from corl.data.collate import EpochSampler, collate_rows, sample_batch, strata_of
 from corl.data.images import ImageCheck, ImageDecodeError, inspect_image, to_rgb_image
 from corl.data.loading import LoadedData, LoadReport, SkippedRow, load_rows, prepare_rows, read_source
 from corl.data.schema import (
@@ -50,6 +50,7 @@ __all__ = [
     "UPSTREAM_LAYOUTS",
     "ColumnResolution",
     "EpochSampler",
+    "strata_of",
     "ImageCheck",
     "ImageDecodeError",
     "LoadReport",

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from corl.data.collate import EpochSampler, collate_rows, sample_batch
+from corl.data.collate import EpochSampler, collate_rows, sample_batch, strata_of
 from corl.data.loading import load_rows
 
 
@@ -44,6 +44,41 @@ def test_ranks_are_disjoint_and_cover_the_global_batch():
     # Rank 0 of a 4-rank run draws what a 1-rank run with the same global order draws first.
     single = EpochSampler(64, 12, seed=1)
     assert samplers[0].indices(2, 0) == single.indices(2, 0)[:3]
+
+
+def test_stratified_order_spreads_each_label_evenly():
+    # 3 labels in proportion 3 : 2 : 1 (60 rows), 6 rows a step.
+    labels = tuple([0] * 30 + [1] * 20 + [2] * 10)
+    sampler = EpochSampler(60, 6, seed=3, strata=labels)
+    for epoch in range(3):
+        order = epoch_indices(sampler, epoch)
+        assert sorted(order) == list(range(60))  # still a permutation: nothing dropped or repeated
+        # Every prefix holds each label within one row of its share (a plain shuffle strays much further).
+        for end in range(1, 61):
+            counts = np.bincount([labels[i] for i in order[:end]], minlength=3)
+            assert np.all(np.abs(counts - end * np.array([30, 20, 10]) / 60) < 1 + 1e-9), (epoch, end)
+        for step in range(10):  # so every step holds 3 / 2 / 1 rows of the labels
+            assert np.bincount([labels[i] for i in sampler.indices(epoch, step)], minlength=3).tolist() == [3, 2, 1]
+    assert epoch_indices(sampler, 0) != epoch_indices(sampler, 1)  # reshuffled every epoch
+    assert epoch_indices(sampler, 0) == epoch_indices(EpochSampler(60, 6, seed=3, strata=labels), 0)
+    assert epoch_indices(sampler, 0) != epoch_indices(EpochSampler(60, 6, seed=4, strata=labels), 0)
+
+
+def test_stratified_ranks_stay_disjoint():
+    labels = tuple(i % 4 for i in range(48))
+    samplers = [EpochSampler(48, 3, seed=0, world_size=2, rank=r, strata=labels) for r in range(2)]
+    both = epoch_indices(samplers[0], 1) + epoch_indices(samplers[1], 1)
+    assert sorted(both) == list(range(48))
+
+
+def test_strata_of_a_column_and_a_missing_one():
+    ds = datasets.Dataset.from_dict({"category": ["a", "b", "a", "c"], "question_type": ["mc", "mc", "oe", "mc"]})
+    assert strata_of(ds, ["category"]) == (0, 1, 0, 2)
+    assert strata_of(ds, ["category", "question_type"]) == (0, 1, 2, 3)
+    with pytest.raises(ValueError, match=r"\['kind'\] not among"):
+        strata_of(ds, ["category", "kind"])
+    with pytest.raises(ValueError, match="3 labels for 4 rows"):
+        EpochSampler(4, 2, strata=(0, 1, 0))
 
 
 def test_global_step_position():
