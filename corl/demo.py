@@ -10,7 +10,9 @@ held-out split of the default Shapes dataset (`corl shapes build`'s defaults), t
 `corl eval --suite shapes`.
 
 Re-running the same command resumes: finished stages and evaluations are read back from their files,
-an interrupted stage continues from its newest checkpoint.
+an interrupted stage continues from its newest checkpoint. The seconds each part took are kept in
+DIR/timings.json and summed over the runs of the command, so a resumed demo reports the time its parts
+really cost, not the near-zero time of reading them back.
 """
 
 from __future__ import annotations
@@ -86,13 +88,14 @@ def run_pipeline(settings: DemoSettings) -> dict[str, Any]:
 
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    timings = read_timings(out)
+    timings["runs"] = timings.get("runs", 0) + 1
     base = default_model_path()
 
     def timed(name: str, fn, *args):
         start = time.perf_counter()
         value = fn(*args)
-        timings[name] = round(time.perf_counter() - start, 1)
+        add_seconds(out, timings, name, time.perf_counter() - start)
         return value
 
     evals = {"base": timed("eval_base", evaluate_checkpoint, base, out / "eval_base.json", settings)}
@@ -112,6 +115,23 @@ def run_pipeline(settings: DemoSettings) -> dict[str, Any]:
     return {"evals": evals, "checkpoints": checkpoints, "rewards": rewards, "timings": timings}
 
 
+TIMINGS_FILE = "timings.json"
+
+
+def read_timings(out: Path) -> dict[str, float]:
+    """Seconds per part of earlier runs of the demo in `out` (empty for a new one), plus "runs"."""
+    path = out / TIMINGS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def add_seconds(out: Path, timings: dict[str, float], name: str, seconds: float) -> None:
+    """timings[name] += seconds, written through to DIR/timings.json at once (a killed run keeps them)."""
+    from corl.eval.scoring import write_json_atomic
+
+    timings[name] = round(timings.get(name, 0.0) + seconds, 1)
+    write_json_atomic(timings, out / TIMINGS_FILE)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from corl.report import write_demo_report
 
@@ -120,7 +140,7 @@ def run_demo(args: argparse.Namespace) -> int:
                             overrides=list(args.overrides))
     start = time.perf_counter()
     result = run_pipeline(settings)
-    result["timings"]["total"] = round(time.perf_counter() - start, 1)
+    add_seconds(settings.out, result["timings"], "total", time.perf_counter() - start)
     report = write_demo_report(settings.out, result)
     print()
     print(report.summary_text)

@@ -143,7 +143,11 @@ def write_demo_report(out: Path, result: Mapping[str, Any]) -> Report:
     settings = result["evals"]["base"].get("settings", {})
     table = metrics_table(evals)
     rewards = reward_table(result.get("rewards", {}))
-    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.get("timings", {}).items())
+    timings = dict(result.get("timings", {}))
+    runs = int(timings.pop("runs", 1))
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    if runs > 1:
+        timing += f" (summed over the {runs} runs of the command that built this folder)"
     text = [
         "# corl demo report",
         "",

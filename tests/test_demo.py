@@ -32,7 +32,15 @@ def test_demo_pipeline_and_resume(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| generation pass rate" in report and "after unified" in report and "| unified | t2i |" in report
 
-    # A second run reads everything back: no stage trains again.
+    first = json.loads((out / "timings.json").read_text())
+    assert first["runs"] == 1 and first["train_unified"] > 0 and first["total"] >= first["train_unified"]
+
+    # A second run reads everything back: no stage trains again, and the timings are the first run's
+    # plus the (short) time of reading back, not the read-back time alone.
     before = (out / "unified" / "metrics.jsonl").read_text()
     assert main(argv) == 0
     assert (out / "unified" / "metrics.jsonl").read_text() == before
+    second = json.loads((out / "timings.json").read_text())
+    assert second["runs"] == 2
+    assert all(second[k] >= first[k] for k in first if k != "runs")
+    assert "summed over the 2 runs" in (out / "report.md").read_text()
