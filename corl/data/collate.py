@@ -9,7 +9,7 @@ not used that epoch (drop-last); the next epoch's different permutation gives th
 
 With ``strata`` (one label per row, e.g. the GenEval category and question type) the permutation is stratified: each
 label's rows are shuffled among themselves and then spread evenly over the epoch, so every window of
-consecutive steps holds each label in about the dataset's proportion (within one row per label). A reward
+consecutive steps holds each label in about the dataset's proportion (see ``_stratified_order``). A reward
 curve then follows learning rather than which prompts happened to fall in a window: on 4 Shapes prompts a
 step, a 6-step window of a plain shuffle held 1 to 9 position prompts out of 24 (seeds 0-2; 4 expected).
 
@@ -47,8 +47,10 @@ def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     """A permutation of range(len(labels)) in which each label's rows are evenly spaced.
 
     The k-th (shuffled) row of a label with n rows gets the position key (k + u) / n, u ~ U(0, 1), and rows
-    are taken in key order: in any prefix of the order a label with n of N rows has n * prefix / N rows,
-    within one. The jitter u keeps the labels' interleaving random from epoch to epoch.
+    are taken in key order. Below any key t a label has floor(n t) or one more of its rows, so in any prefix
+    of m rows it has n m / N rows within 1 + L n / N (L labels, N rows; 2 for equal-sized labels; measured
+    over 200 seeds: at most 1.29 for the 12 Shapes strata). The jitter u keeps the labels' interleaving
+    random from epoch to epoch.
     """
     keys = np.empty(len(labels), dtype=np.float64)
     for label in np.unique(labels):
