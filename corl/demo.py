@@ -35,7 +35,7 @@ RECIPE_FAMILY = "shapes-tiny"
 class DemoSettings:
     out: Path
     seed: int = 0
-    eval_rows: int = 150  # held-out rows per evaluation (of the 300-row test split)
+    eval_rows: int = 300  # held-out rows per evaluation: the whole default test split (150 MC + 150 OE questions)
     images_per_prompt: int = 2
     stages: tuple[str, ...] = DEMO_STAGES
     overrides: list[str] = field(default_factory=list)  # key=value applied to every stage
