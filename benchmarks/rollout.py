@@ -185,12 +185,10 @@ def naive_rollout(
     return torch.stack(drawn, dim=1)
 
 
-def single_thread_applies(policy: JanusPolicy, rows: int) -> bool:
+def single_thread_applies(policy: JanusPolicy, rows: int, compiled: bool) -> bool:
     text = policy.model.config.text_config
-    return (
-        policy.device.type == "cpu"
-        and torch.get_num_threads() > 1
-        and rows * text.hidden_size * text.intermediate_size < decoding.SINGLE_THREAD_DECODE_BELOW
+    return decoding.single_thread_decode(
+        rows, text.hidden_size, text.intermediate_size, policy.device, compiled=compiled
     )
 
 
@@ -259,7 +257,7 @@ def bench_model(name: str, policy: JanusPolicy, source: str, args: argparse.Name
         ),
     }
     text = policy.model.config.text_config
-    if single_thread_applies(policy, 2 * images) and not args.compile:  # compiled: all threads anyway
+    if single_thread_applies(policy, 2 * images, args.compile):
         # corl decodes tiny models on one thread; this variant keeps the caller's thread count, to show
         # how much of the ratio is the thread choice and how much the rest
         loops["corl-all-threads"] = lambda n: all_threads(

@@ -63,17 +63,31 @@ FAST_ATTENTION = ("sdpa", "eager")  # attention implementations the lean step re
 SINGLE_THREAD_DECODE_BELOW = 0
 
 
+def single_thread_decode(
+    rows: int, hidden_size: int, intermediate_size: int, device: torch.device, *, compiled: bool = False
+) -> bool:
+    """Whether `decode_threads` drops to one thread: an eager CPU step whose matmuls are tiny (see
+    SINGLE_THREAD_DECODE_BELOW) and more than one thread to drop. A compiled step keeps every thread: its
+    fused loops gain from them (Shapes image rollout on 2 cores, `benchmarks/rollout.py --model shapes
+    --compile`: 0.086 s on one thread, 0.063 s on both)."""
+    return (
+        device.type == "cpu"
+        and not compiled
+        and torch.get_num_threads() > 1
+        and rows * hidden_size * intermediate_size < SINGLE_THREAD_DECODE_BELOW
+    )
+
+
 @contextmanager
 def decode_threads(
-    rows: int, hidden_size: int, intermediate_size: int, device: torch.device
+    rows: int, hidden_size: int, intermediate_size: int, device: torch.device, *, compiled: bool = False
 ) -> Iterator[None]:
-    """Run a CPU decode loop on one intra-op thread when its matmuls are tiny (see
-    SINGLE_THREAD_DECODE_BELOW); restores the caller's thread count afterwards. No-op on GPU."""
-    previous = torch.get_num_threads()
-    tiny = rows * hidden_size * intermediate_size < SINGLE_THREAD_DECODE_BELOW
-    if device.type != "cpu" or previous == 1 or not tiny:
+    """Run a decode loop on one intra-op thread when `single_thread_decode` says so; restores the
+    caller's thread count afterwards."""
+    if not single_thread_decode(rows, hidden_size, intermediate_size, device, compiled=compiled):
         yield
         return
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,13 +58,10 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
 
 
 def _decode_threads(policy: JanusPolicy, rows: int, *, compiled: bool = False):
-    """One CPU thread for eager decode loops of tiny models, when `decoding.SINGLE_THREAD_DECODE_BELOW` is set.
-    A compiled step keeps every thread: its fused loops gain from them (Shapes image rollout on 2 cores,
-    `benchmarks/rollout.py --model shapes --compile`: 0.086 s on one thread, 0.063 s on both)."""
-    if compiled:
-        return nullcontext()
+    """`decoding.decode_threads` for this policy's LLM (one CPU thread for eager steps of tiny models, when
+    `decoding.SINGLE_THREAD_DECODE_BELOW` is set)."""
     config = policy.model.config.text_config
-    return decode_threads(rows, config.hidden_size, config.intermediate_size, policy.device)
+    return decode_threads(rows, config.hidden_size, config.intermediate_size, policy.device, compiled=compiled)
 
 
 def _row_chunks(rows: int, max_rows: int | None) -> list[slice]:
