@@ -34,7 +34,7 @@ torch.inference_mode).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -414,7 +414,15 @@ class StaticDecoder(torch.nn.Module):
     """
 
     def __init__(
-        self, language_model: LlamaModel, rows: int, capacity: int, dtype: torch.dtype, device: torch.device
+        self,
+        language_model: LlamaModel,
+        rows: int,
+        capacity: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        head: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if not fast_path_available(language_model):
@@ -422,6 +430,9 @@ class StaticDecoder(torch.nn.Module):
                 "static decoding needs Llama decoder layers (sdpa/eager attention, default RoPE)"
             )
         object.__setattr__(self, "language_model", language_model)  # used, not owned: no submodule
+        # Optional work before and after the LLM inside the same graph (see `start_decoding`)
+        object.__setattr__(self, "embed", embed)
+        object.__setattr__(self, "head", head)
         config = language_model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache_shape = (rows, config.num_key_value_heads, capacity, head_dim)
@@ -464,12 +475,18 @@ class StaticDecoder(torch.nn.Module):
         device: torch.device,
         *,
         compile_step: bool,
+        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        fuse_key: Hashable = None,
     ) -> StaticDecoder:
-        """The LLM's decoder for this shape, built (and compiled, if asked) on first use."""
+        """The LLM's decoder for this shape, built (and compiled, if asked) on first use.
+
+        embed/head: kept from the first call with this `fuse_key` (their identity: a new closure each call
+        would otherwise mean a new graph each rollout)."""
         decoders = language_model.__dict__.setdefault("_corl_static_decoders", {})
-        key = (rows, capacity, dtype, str(device))
+        key = (rows, capacity, dtype, str(device), fuse_key)
         if key not in decoders:
-            decoders[key] = cls(language_model, rows, capacity, dtype, device)
+            decoders[key] = cls(language_model, rows, capacity, dtype, device, embed=embed, head=head)
             logger.info(
                 "static decoder for %d rows x %d positions (compiled: %s)", rows, capacity, compile_step
             )
@@ -516,8 +533,10 @@ class StaticDecoder(torch.nn.Module):
         self.sin[:, : sin.shape[1]].copy_(sin)
         self.prompt_len, self.step_index, self.max_new = prompt_len, 0, max_new
 
-    def forward(self, embeds: torch.Tensor, step: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        """embeds [b, 1, D], step and slot [1] long (slot = P + step) -> hidden [b, D]."""
+    def forward(self, inputs: torch.Tensor, step: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """inputs: embeds [b, 1, D] (or whatever `embed` takes), step and slot [1] long (slot = P + step)
+        -> hidden [b, D] (or `head(hidden)`)."""
+        embeds = inputs if self.embed is None else self.embed(inputs)  # [b, 1, D]
         cos, sin = self.cos.index_select(1, step), self.sin.index_select(1, step)  # [b, 1, head_dim]
         mask = torch.where(self.slots <= slot, self.mask, self.minimum)  # [b, 1, 1, capacity]
         hidden = embeds
@@ -530,19 +549,21 @@ class StaticDecoder(torch.nn.Module):
                 return keys, values
 
             hidden = _layer_step(layer, hidden, cos, sin, mask, write_kv, self.attention)
-        return self.language_model.norm(hidden)[:, -1]
+        hidden = self.language_model.norm(hidden)[:, -1]  # [b, D]
+        return hidden if self.head is None else self.head(hidden)
 
-    def step(self, embeds: torch.Tensor) -> torch.Tensor:
-        """Feed the next token embeddings [b, 1, D] -> hidden [b, D]."""
+    def step(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Feed the next inputs (token embeddings [b, 1, D], or what `embed` takes) -> hidden [b, D] (or
+        `head(hidden)`)."""
         if self.step_index >= self.max_new:
             raise ValueError(f"the decoder was started for {self.max_new} tokens")
-        step = torch.full((1,), self.step_index, dtype=torch.long, device=embeds.device)
+        step = torch.full((1,), self.step_index, dtype=torch.long, device=inputs.device)
         self.step_index += 1
         if self.compiled is None:
-            return self(embeds, step, step + self.prompt_len)
-        if embeds.device.type == "cuda":
+            return self(inputs, step, step + self.prompt_len)
+        if inputs.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # a new replay; the previous output is consumed
-        return self.compiled(embeds, step, step + self.prompt_len).clone()
+        return self.compiled(inputs, step, step + self.prompt_len).clone()
 
 
 # ---------------------------------------------------------------------------------------- together
@@ -558,25 +579,42 @@ def start_decoding(
     max_new: int,
     *,
     compile_step: bool = False,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fuse_key: Hashable = None,
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Prefill once per distinct prompt, then decode b rows: -> (last prompt state [b, D], step) where
     step(embeds [b, 1, D]) -> next state [b, D] may be called `max_new` times.
 
     compile_step: the static-shape decoder through torch.compile (CUDA graphs on GPU), prompts padded
     to a multiple of PROMPT_BUCKET; otherwise the preallocated cache and the lean dynamic step.
+    embed / head: the step becomes inputs -> head(state(embed(inputs))) and the first value head(state);
+    compiled, they run in the step's graph (for image codes: code embedding before, generation head and
+    CFG after, so one graph per code instead of a graph between two dozen eager ops). `fuse_key` names
+    the pair (e.g. ("image", cfg_weight)) so that later calls reuse the compiled graph.
     """
     dtype, device = prompt_embeds.dtype, prompt_embeds.device
     if compile_step:
         prompt_mask, prompt_embeds = left_pad_to_multiple(prompt_mask, PROMPT_BUCKET, prompt_embeds)
     rows_mask = prompt_mask.index_select(0, prompt_of_row)  # [b, P]
     rows, prompt_len = rows_mask.shape
+    first_output = (lambda hidden: hidden) if head is None else head
     if compile_step:
         decoder = StaticDecoder.get(
-            language_model, rows, prompt_len + max_new, dtype, device, compile_step=True
+            language_model, rows, prompt_len + max_new, dtype, device, compile_step=True,
+            embed=embed, head=head, fuse_key=fuse_key,
         )
         hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)
         decoder.start(rows_mask, max_new)
-        return hidden, decoder.step
+        return first_output(hidden), decoder.step
     cache = PreallocatedCache(language_model.config, rows, prompt_len + max_new, dtype=dtype, device=device)
     hidden = shared_prefill(language_model, cache, prompt_embeds, prompt_mask, prompt_of_row)
-    return hidden, DecodeStep(language_model, cache, rows_mask, max_new)
+    step = DecodeStep(language_model, cache, rows_mask, max_new)
+    if embed is None and head is None:
+        return hidden, step
+
+    def fused_step(inputs: torch.Tensor) -> torch.Tensor:
+        state = step(inputs if embed is None else embed(inputs))
+        return state if head is None else head(state)
+
+    return first_output(hidden), fused_step

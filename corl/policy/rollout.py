@@ -24,6 +24,7 @@ drives every draw, so the same seed, batch and `max_rows` give the same samples.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -83,11 +84,24 @@ def draw_image_code(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One image code per sample from the generation head, CFG-combined -> [r] long (r = b / 2 with CFG)."""
-    logits = model.model.generation_head(hidden).float()  # [b, V_img]
-    if cfg_weight != 1.0:
-        rows = logits.shape[0] // 2
-        logits = cfg_logits(logits[:rows], logits[rows:], cfg_weight)  # [r, V_img]
+    logits = guided_image_logits(model, hidden, cfg_weight)  # [r, V_img]
     return sample_next(logits, temperature=temperature, greedy=greedy, top_k=top_k, generator=generator)
+
+
+def guided_image_logits(model, hidden: torch.Tensor, cfg_weight: float) -> torch.Tensor:
+    """Generation-head logits, CFG-combined, float32: hidden [b, D] -> [r, V_img] (r = b / 2 with CFG)."""
+    logits = model.model.generation_head(hidden).float()  # [b, V_img]
+    if cfg_weight == 1.0:
+        return logits
+    rows = logits.shape[0] // 2
+    return cfg_logits(logits[:rows], logits[rows:], cfg_weight)
+
+
+def embed_image_codes(model, codes: torch.Tensor, guided: bool) -> torch.Tensor:
+    """Codes [r] -> decoder inputs [b, 1, D]: with CFG both rows of a sample (conditional, unconditional)
+    are fed its code, so b = 2r."""
+    embeds = model.prepare_embeddings_for_image_generation(codes[:, None])  # [r, 1, D]
+    return torch.cat([embeds, embeds]) if guided else embeds
 
 
 def _sample_image_tokens(
@@ -118,27 +132,27 @@ def _sample_image_tokens(
         ids, mask = prompt_ids, prompt_mask
     # Prefill once per distinct prompt row (G samples of a caption share it), then one code per step;
     # the last code is never fed back.
+    # The code embedding and the generation head run inside the decode step (one compiled graph per code
+    # with compile_decode): step(codes [r]) -> guided logits [r, V_img].
     first, inverse = distinct_rows(ids, mask)
-    hidden, decode = start_decoding(
+    logits, next_logits = start_decoding(
         language_model,
         language_model.get_input_embeddings()(ids[first]),  # [U, P, D]
         mask[first],
         inverse,
         steps - 1,
         compile_step=compile_decode,
-    )  # hidden: [b, D]
+        embed=functools.partial(embed_image_codes, model, guided=guided),
+        head=functools.partial(guided_image_logits, model, cfg_weight=cfg_weight),
+        fuse_key=("image codes", float(cfg_weight)),
+    )
     tokens = torch.empty(rows, steps, dtype=torch.long, device=ids.device)
     for step in range(steps):
-        token = draw_image_code(
-            model, hidden, cfg_weight, temperature=temperature, greedy=greedy, top_k=top_k,
-            generator=generator,
-        )
+        token = sample_next(logits, temperature=temperature, greedy=greedy, top_k=top_k, generator=generator)
         tokens[:, step] = token
         if step == steps - 1:
             break  # the last code is never fed back
-        embeds = model.prepare_embeddings_for_image_generation(token[:, None])  # [r, 1, D]
-        # both rows of a sample (conditional and unconditional) are fed its code
-        hidden = decode(torch.cat([embeds, embeds]) if guided else embeds)  # [b, D]
+        logits = next_logits(token)  # [r, V_img]
     return tokens
 
 

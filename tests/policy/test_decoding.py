@@ -122,6 +122,41 @@ def test_static_shape_decode_matches_up_to_rounding():
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("compile_step", [False, True])
+def test_embed_and_head_run_around_every_step(compile_step, monkeypatch):
+    """start_decoding(embed=, head=): first value head(prompt state), then step(x) = head(state(embed(x)));
+    the static path keeps them in its (here uncompiled) graph and reuses the decoder per fuse_key."""
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    model, _ = tiny_janus(2, dtype=torch.float64)
+    language_model = model.model.language_model
+    ids, mask = _prompts(seed=4)
+    first, inverse = distinct_rows(ids, mask)
+    table = torch.randn(10, language_model.config.hidden_size, dtype=torch.float64)  # "token" -> embedding
+    projection = torch.randn(language_model.config.hidden_size, 3, dtype=torch.float64)
+
+    def embed(tokens):  # [b] long -> [b, 1, D]
+        return table[tokens][:, None]
+
+    def head(hidden):  # [b, D] -> [b, 3]
+        return hidden @ projection
+
+    tokens = torch.randint(0, 10, (ids.shape[0], 3), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        reference = _reference_decode(
+            language_model, language_model.get_input_embeddings()(ids), mask, table[tokens]
+        )
+        for _ in range(2):
+            out, step = start_decoding(
+                language_model, language_model.get_input_embeddings()(ids[first]), mask[first], inverse, 3,
+                compile_step=compile_step, embed=embed, head=head, fuse_key="toy",
+            )
+            got = [out] + [step(tokens[:, index]) for index in range(3)]
+            for want, value in zip(reference, got, strict=True):
+                torch.testing.assert_close(value, head(want), rtol=1e-10, atol=1e-10)
+    if compile_step:
+        assert len(language_model.__dict__["_corl_static_decoders"]) == 1  # reused by the second call
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_single_query_attention_matches_scaled_dot_product_attention(dtype):
     """Grouped-query heads (8 query heads on 2 key/value heads) and a padding mask; the reference is
