@@ -66,6 +66,17 @@ def default_model_path() -> Path:
     return path
 
 
+SHAPES_BASE_ALIAS = "shapes-base"  # names the Shapes base model wherever a checkpoint is asked for
+
+
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """'shapes-base' (unless a directory of that name is here) -> the Shapes base checkpoint directory
+    (`default_model_path()`); anything else unchanged."""
+    if str(name_or_path) == SHAPES_BASE_ALIAS and not Path(SHAPES_BASE_ALIAS).exists():
+        return str(default_model_path())
+    return str(name_or_path)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,10 +120,10 @@ def load_policy(
 ) -> JanusPolicy:
     """Load model + processor (hub id such as 'deepseek-community/Janus-Pro-1B', or a local directory).
 
-    path_or_id None: the Shapes base model (`default_model_path()`). The model is returned in eval mode.
-    hub_kwargs go to from_pretrained (e.g. revision, local_files_only).
+    path_or_id None or 'shapes-base': the Shapes base model (`default_model_path()`). The model is returned
+    in eval mode. hub_kwargs go to from_pretrained (e.g. revision, local_files_only).
     """
-    source = str(path_or_id) if path_or_id is not None else str(default_model_path())
+    source = resolve_model_path(path_or_id) if path_or_id is not None else str(default_model_path())
     if Path(source).expanduser().exists():
         source = str(Path(source).expanduser())
         if not (Path(source) / "config.json").is_file():

@@ -30,26 +30,17 @@ import torch
 
 from corl.config import CorlConfig
 from corl.policy import JanusPolicy, load_policy, trainable_parameters
+from corl.policy.loading import resolve_model_path
 from corl.policy.policy import PARAMETER_GROUPS
 from corl.rewards import RewardSet
 from corl.training.records import MM2T, T2I, TASKS_OF_STAGE
 
 logger = logging.getLogger(__name__)
 
-SHAPES_BASE = "shapes-base"
 VISUAL_CYCLE_REWARDS = ("cycle", "cycle_visual")  # rewards that compare with the real image
 
 
 # ------------------------------------------------------------------------------------------ devices
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """'shapes-base' -> the Shapes base checkpoint directory; anything else unchanged."""
-    if name_or_path == SHAPES_BASE:
-        from corl.policy import default_model_path
-
-        return str(default_model_path())
-    return name_or_path
 
 
 def resolve_dtypes(cfg: CorlConfig, device_type: str) -> tuple[torch.dtype, str]:

@@ -4,7 +4,14 @@ import pytest
 import torch
 from transformers import JanusImageProcessorPil
 
-from corl.policy.loading import SHAPES_BASE_ENV, default_model_path, load_policy, resolve_dtype, save_policy
+from corl.policy.loading import (
+    SHAPES_BASE_ENV,
+    default_model_path,
+    load_policy,
+    resolve_dtype,
+    resolve_model_path,
+    save_policy,
+)
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
 from corl.policy.testing import tiny_janus
@@ -72,6 +79,10 @@ def test_default_model_path_explains_how_to_build_it(tmp_path, monkeypatch, save
     monkeypatch.setenv(SHAPES_BASE_ENV, str(directory))
     assert default_model_path() == directory
     assert load_policy(dtype="fp32", device="cpu").num_image_tokens == 36
+    # the recipes' name for it works wherever a checkpoint is asked for (corl eval --model shapes-base)
+    assert resolve_model_path("shapes-base") == str(directory)
+    assert resolve_model_path("deepseek-community/Janus-Pro-1B") == "deepseek-community/Janus-Pro-1B"
+    assert load_policy("shapes-base", dtype="fp32", device="cpu").num_image_tokens == 36
 
 
 def test_a_directory_without_a_model_is_an_error(tmp_path):
