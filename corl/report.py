@@ -54,6 +54,29 @@ def metrics_table(evals: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def topic_table(evals: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Markdown table of MC and OE accuracy per question topic (`mc.by_topic` / `oe.by_topic`), one column
+    per evaluated model; None when no result has them."""
+    names = list(evals)
+    rows: list[tuple[str, str]] = []
+    for kind in ("mc", "oe"):
+        for result in evals.values():
+            for topic in result.get(f"{kind}.by_topic") or {}:
+                if (kind, topic) not in rows:
+                    rows.append((kind, topic))
+    if not rows:
+        return None
+    lines = ["| question (%) | " + " | ".join(names) + f" | change ({names[0]} -> {names[-1]}) |",
+             "|" + "---|" * (len(names) + 2)]
+    for kind, topic in rows:
+        cells = [(evals[n].get(f"{kind}.by_topic") or {}).get(topic) for n in names]
+        values = [None if c is None else c["accuracy"] for c in cells]
+        n = next((c["n"] for c in cells if c is not None), 0)
+        change = "n/a" if values[0] is None or values[-1] is None else f"{100 * (values[-1] - values[0]):+.1f}"
+        lines.append(f"| {kind.upper()} {topic} ({n}) | " + " | ".join(_pct(v) for v in values) + f" | {change} |")
+    return "\n".join(lines)
+
+
 def reward_table(rewards: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     lines = ["| stage | task | mean reward, first 10% of steps | last 10% | change |", "|---|---|---|---|---|"]
     for stage, tasks in rewards.items():
@@ -162,6 +185,11 @@ def write_demo_report(out: Path, result: Mapping[str, Any]) -> Report:
         "",
         f"![metrics](plots/{bars.name})",
         "",
+    ]
+    topics = topic_table(evals)
+    if topics is not None:
+        text += ["Understanding accuracy per question template (rows in parentheses):", "", topics, ""]
+    text += [
         "## Training rewards",
         "",
         rewards,

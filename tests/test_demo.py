@@ -31,6 +31,7 @@ def test_demo_pipeline_and_resume(tmp_path, monkeypatch):
     assert f"name_or_path: {unified_final}" in mc_config
     report = (out / "report.md").read_text()
     assert "| generation pass rate" in report and "after unified" in report and "| unified | t2i |" in report
+    assert "per question template" in report and "| MC exists (" in report  # (these 4 eval rows are all MC)
 
     first = json.loads((out / "timings.json").read_text())
     assert first["runs"] == 1 and first["train_unified"] > 0 and first["total"] >= first["train_unified"]

@@ -16,8 +16,9 @@ run is deterministic for (policy, rows, seed, batch_size). Changing the batch si
 stream each image gets.
 
 Result keys: `t2i.overall`, `t2i.<category>` (per category present), `t2i.n_images`, `mc.accuracy`, `mc.n`,
-`oe.accuracy`, `oe.n`, `format_rate`, `mm2t.n_unscorable`, `settings`; and `details` (one record per row)
-when asked for. An accuracy is None when its question type has no rows.
+`oe.accuracy`, `oe.n`, `format_rate`, `mm2t.n_unscorable`, `mc.by_topic` and `oe.by_topic` ({topic:
+{accuracy, n}} per question template: color, shape, count, exists, relation, side), `settings`; and
+`details` (one record per row) when asked for. An accuracy is None when its question type has no rows.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from corl.eval.scoring import (
     save_image_atomic,
     score_answer,
 )
+from corl.shapes.questions import QUESTION_TOPICS, question_topic
 from corl.shapes.scene import CATEGORIES, Scene
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,17 @@ def _understanding_pass(
     return answers
 
 
+def accuracy_by_topic(scores: Sequence[Any], topics: Sequence[str | None], question_format: str) -> dict:
+    """{topic: {"accuracy", "n"}} over the scorable rows of one format, topics in QUESTION_TOPICS order
+    (questions of no known template under "other")."""
+    hits: dict[str, list[float]] = {}
+    for score, topic in zip(scores, topics, strict=True):
+        if score.question_format == question_format and score.correct is not None:
+            hits.setdefault(topic or "other", []).append(float(score.correct))
+    order = [t for t in QUESTION_TOPICS if t in hits] + sorted(set(hits) - set(QUESTION_TOPICS))
+    return {t: {"accuracy": sum(hits[t]) / len(hits[t]), "n": len(hits[t])} for t in order}
+
+
 def _rgb(image: Any) -> Image.Image:
     if not isinstance(image, Image.Image):
         raise ValueError(f"the image column must hold PIL images, got {type(image).__name__}")  # noqa: TRY004  (bad data: a user error)
@@ -190,6 +203,7 @@ def evaluate_shapes(
         )
     mc = [s.correct for s in scores if s.question_format == "mc" and s.correct is not None]
     oe = [s.correct for s in scores if s.question_format == "oe" and s.correct is not None]
+    topics = [question_topic(str(row["question"])) for row in rows]
 
     result: dict[str, Any] = {"t2i.overall": mean_or_none(list(per_category.values()))}
     result.update({f"t2i.{c}": v for c, v in per_category.items()})
@@ -202,6 +216,8 @@ def evaluate_shapes(
             "oe.n": len(oe),
             "format_rate": mean_or_none([float(s.formatted) for s in scores]),
             "mm2t.n_unscorable": unscorable,
+            "mc.by_topic": accuracy_by_topic(scores, topics, "mc"),
+            "oe.by_topic": accuracy_by_topic(scores, topics, "oe"),
             "settings": {
                 "suite": "shapes",
                 "model": model_path,
@@ -225,14 +241,15 @@ def evaluate_shapes(
                 "t2i_reasons": [str(r.reason) for r in results],
                 "question": str(row["question"]),
                 "question_type": score.question_format,
+                "topic": topic,
                 "solution": row["solution"],
                 "completion": answer,
                 "extracted": score.extracted,
                 "correct": score.correct,
                 "formatted": score.formatted,
             }
-            for i, (row, scene, results, answer, score) in enumerate(
-                zip(rows, scenes, passed, answers, scores)
+            for i, (row, scene, results, answer, score, topic) in enumerate(
+                zip(rows, scenes, passed, answers, scores, topics)
             )
         ]
     return result

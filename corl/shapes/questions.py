@@ -299,6 +299,26 @@ def _weighted_order(names: list[str], category: str, rng: random.Random) -> list
     return order
 
 
+QUESTION_TOPICS: tuple[str, ...] = ("color", "shape", "count", "exists", "relation", "side")
+_EXISTS_MC = ("Which of these objects is in the image?", "Which object appears in the image?")
+
+
+def question_topic(question: str) -> str | None:
+    """The template a Shapes question (OE, or MC with its option lines) was made from, read back from its
+    text: one of QUESTION_TOPICS ("relation": yes/no "Is the X left of the Y?" and MC "Where is ...";
+    "side": "Is the X above or below the Y?"), None for text no template makes. For per-topic accuracy."""
+    first = question.strip().splitlines()[0] if question.strip() else ""
+    for prefix, topic in (("What color ", "color"), ("What shape ", "shape"), ("How many ", "count"),
+                          ("Is there ", "exists"), ("Where is ", "relation")):
+        if first.startswith(prefix):
+            return topic
+    if first in _EXISTS_MC:
+        return "exists"
+    if first.startswith("Is the "):
+        return "side" if (" above or below " in first or " to the left or to the right of " in first) else "relation"
+    return None
+
+
 def make_question(scene: Scene, rng: random.Random, kind: str = "oe") -> tuple[str, str]:
     """A question about `scene`'s image and its solution ('<answer>...</answer>')."""
     if kind not in QUESTION_KINDS:

@@ -6,6 +6,7 @@ import pytest
 
 from corl.eval.shapes_suite import evaluate_shapes
 from corl.shapes import CATEGORIES, Scene
+from corl.shapes.questions import QUESTION_TOPICS, question_topic
 
 from .conftest import FakePolicy
 
@@ -99,6 +100,16 @@ def test_mixed_answers_give_exact_accuracies(shapes_split, solutions_by_question
         == solutions_by_question[oe_rows[0]["question"]][len("<answer>") : -len("</answer>")]
     )
     assert all(d["t2i_passed"] == [False] and d["t2i_reasons"][0] for d in details)  # blank images fail
+    # per question template: counts add up to each format's rows, the one right OE answer sits in its topic
+    for kind, kind_rows in (("mc", mc_rows), ("oe", oe_rows)):
+        by_topic = result[f"{kind}.by_topic"]
+        assert set(by_topic) <= set(QUESTION_TOPICS)
+        assert sum(t["n"] for t in by_topic.values()) == len(kind_rows)
+    oe_topic = question_topic(oe_rows[0]["question"])
+    assert first_right["topic"] == oe_topic
+    n_topic = sum(question_topic(r["question"]) == oe_topic for r in oe_rows)
+    assert result["oe.by_topic"][oe_topic] == {"accuracy": pytest.approx(1 / n_topic), "n": n_topic}
+    assert all(t["accuracy"] == 0.0 for name, t in result["oe.by_topic"].items() if name != oe_topic)
 
 
 def test_option_text_answer_counts_for_mc(shapes_split):

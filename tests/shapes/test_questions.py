@@ -6,7 +6,15 @@ from collections import Counter
 
 import pytest
 
-from corl.shapes.questions import make_question, parse_mc_options
+from corl.shapes.questions import (
+    MC_TEMPLATES,
+    OE_TEMPLATES,
+    QUESTION_TOPICS,
+    format_mc,
+    make_question,
+    parse_mc_options,
+    question_topic,
+)
 from corl.shapes.scene import CATEGORIES, COLORS, SHAPES, Scene, grid_relations, number_word, sample_scene
 
 ANSWER = re.compile(r"^<answer>([^<>]+)</answer>$")
@@ -127,6 +135,23 @@ def test_question_topics_cover_all_templates():
     assert any(" left or to the right of " in q for q in questions)
     assert any(" above or below " in q for q in questions)
     assert any(re.match(r"Is the \w+ \w+ (to the left of|to the right of|above|below) ", q) for q in questions)
+
+
+def test_question_topic_names_the_template_of_every_question():
+    rng = random.Random(2)
+    seen = Counter()
+    for index in range(400):
+        scene = sample_scene(rng, CATEGORIES[index % len(CATEGORIES)])
+        for kind, templates in (("oe", OE_TEMPLATES), ("mc", MC_TEMPLATES)):
+            for name, template in templates.items():
+                made = template(scene, rng)
+                if made is None:
+                    continue
+                question = made[0] if kind == "oe" else format_mc(made[0], made[1], made[2], rng)[0]
+                assert question_topic(question) == name, question
+                seen[kind, name] += 1
+    assert {name for _, name in seen} == set(QUESTION_TOPICS)
+    assert question_topic("Describe the image.") is None and question_topic("") is None
 
 
 def test_questions_are_seeded_and_kind_is_checked():
