@@ -145,7 +145,7 @@ def naive_feed(policy: JanusPolicy, token: torch.Tensor, mask: torch.Tensor, pos
         inputs_embeds=embeds,
         attention_mask=mask,
         position_ids=position,
-        past_key_values=cache,
+        **{decoding.CACHE_KWARG: cache},
         use_cache=True,
     )
     return out.last_hidden_state[:, -1], mask
@@ -170,7 +170,7 @@ def naive_rollout(
         inputs_embeds=language_model.get_input_embeddings()(ids),
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
+        **{decoding.CACHE_KWARG: cache},
         use_cache=True,
     )
     hidden = out.last_hidden_state[:, -1]  # [2R, D]
@@ -319,7 +319,7 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
     ids = torch.randint(0, config.vocab_size, (4, depth), generator=generator).to(policy.device)
     prefix = DynamicCache(config=config)
     with torch.inference_mode():
-        state = language_model(input_ids=ids, past_key_values=prefix, use_cache=True).last_hidden_state[:, -1]
+        state = language_model(input_ids=ids, **{decoding.CACHE_KWARG: prefix}, use_cache=True).last_hidden_state[:, -1]
     which = torch.arange(4, device=policy.device).repeat_interleave(rows // 4)  # [rows]
     mask = torch.ones(rows, depth, dtype=torch.long, device=policy.device)
 

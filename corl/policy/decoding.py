@@ -33,6 +33,7 @@ torch.inference_mode).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -53,6 +54,9 @@ from corl.policy.sampling import positions_from_mask
 
 logger = logging.getLogger(__name__)
 
+# LlamaModel.forward's keyword for the KV cache: `cache` in newer transformers 5.x, which deprecate
+# `past_key_values` (removal announced for 5.40); older 5.x releases only know `past_key_values`.
+CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 FAST_ATTENTION = ("sdpa", "eager")  # attention implementations the lean step reproduces exactly
 # Below this many multiply-adds in the largest per-step matmul (rows x hidden x intermediate), a CPU
 # decode step runs on one thread (Shapes model: 32 x 128 x 384 = 1.6M; Janus-Pro-1B: 32 x 2048 x 5632 =
@@ -210,7 +214,7 @@ def shared_prefill(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=positions_from_mask(attention_mask),
-        past_key_values=prefix,
+        **{CACHE_KWARG: prefix},
         use_cache=True,
     )
     cache.write_prefix(prefix, rows)
@@ -319,7 +323,7 @@ class DecodeStep:
                 inputs_embeds=embeds,
                 attention_mask=self.full_mask[:, :end],
                 position_ids=self.positions[:, step : step + 1],
-                past_key_values=self.cache,
+                **{CACHE_KWARG: self.cache},
                 use_cache=True,
             )
             return out.last_hidden_state[:, -1]

@@ -43,7 +43,7 @@ def _reference_decode(language_model, embeds, mask, new_embeds) -> list[torch.Te
         inputs_embeds=embeds,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
+        **{decoding.CACHE_KWARG: cache},
         use_cache=True,
     )
     hiddens = [out.last_hidden_state[:, -1]]
@@ -53,7 +53,7 @@ def _reference_decode(language_model, embeds, mask, new_embeds) -> list[torch.Te
             inputs_embeds=new_embeds[:, step : step + 1],
             attention_mask=mask,
             position_ids=positions[:, -1:] + 1 + step,
-            past_key_values=cache,
+            **{decoding.CACHE_KWARG: cache},
             use_cache=True,
         )
         hiddens.append(out.last_hidden_state[:, -1])
