@@ -412,8 +412,9 @@ class StaticDecoder(torch.nn.Module):
     capacity, head_dim], the additive attention mask [b, 1, 1, capacity] and rotary tables [b, capacity,
     head_dim]. Each step writes slot P + step in place and attends over the whole buffer with later
     slots masked. One decoder per (LLM, rows, capacity, dtype, device) is kept on the LLM and reused by
-    later rollouts (`StaticDecoder.get`), so a graph is compiled (captured) once and replayed: pad
-    prompts to a fixed bucket with `left_pad_to_multiple`. Results equal the dynamic path up to float
+    later rollouts (`StaticDecoder.get`), so a graph is compiled (captured) once and replayed: `start`
+    it with the rows' prompt mask left-padded to a fixed bucket (`left_pad_to_multiple`), then write the
+    (unpadded) prompt's keys/values, which fill the bucket's last slots. Results equal the dynamic path up to float
     rounding (masked slots add exact zeros, but the reductions run over a different length).
     """
 
@@ -506,12 +507,17 @@ class StaticDecoder(torch.nn.Module):
         language_model.__dict__.pop("_corl_static_decoders", None)
 
     def write_prefix(self, prefix: Cache, rows: torch.Tensor) -> None:
-        """Slots 0..P-1 of row i <- prefix row rows[i] (see `PreallocatedCache.write_prefix`)."""
+        """The last slots of the started prompt region (P - length .. P - 1) of row i <- prefix row rows[i]
+        (see `PreallocatedCache.write_prefix`). The prefix may be shorter than the (bucketed) prompt region:
+        the prompt then runs without the bucket's extra left padding, whose slots `start` masks."""
         for index, source in enumerate(prefix.layers):
             keys, values = self.layer_cache(index)
             length = source.keys.shape[2]
-            keys[:, :, :length].copy_(source.keys.index_select(0, rows))
-            values[:, :, :length].copy_(source.values.index_select(0, rows))
+            if length > self.prompt_len:
+                raise ValueError(f"a {length}-token prefix does not fit the {self.prompt_len}-slot prompt region")
+            first = self.prompt_len - length
+            keys[:, :, first : self.prompt_len].copy_(source.keys.index_select(0, rows))
+            values[:, :, first : self.prompt_len].copy_(source.values.index_select(0, rows))
 
     def layer_cache(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer `index`'s key and value buffers [b, kv_heads, capacity, head_dim]."""
@@ -598,19 +604,21 @@ def start_decoding(
     the pair (e.g. ("image", cfg_weight)) so that later calls reuse the compiled graph.
     """
     dtype, device = prompt_embeds.dtype, prompt_embeds.device
-    if compile_step:
-        prompt_mask, prompt_embeds = left_pad_to_multiple(prompt_mask, PROMPT_BUCKET, prompt_embeds)
     rows_mask = prompt_mask.index_select(0, prompt_of_row)  # [b, P]
-    rows, prompt_len = rows_mask.shape
     first_output = (lambda hidden: hidden) if head is None else head
     if compile_step:
+        # The decoder's prompt region is bucketed (one graph per bucket); the prompt itself runs unpadded
+        # and fills the region's last P slots (the extra left slots are masked like padding).
+        (rows_mask,) = left_pad_to_multiple(rows_mask, PROMPT_BUCKET)  # [b, P_bucket]
+        rows, bucket_len = rows_mask.shape
         decoder = StaticDecoder.get(
-            language_model, rows, prompt_len + max_new, dtype, device, compile_step=True,
+            language_model, rows, bucket_len + max_new, dtype, device, compile_step=True,
             embed=embed, head=head, fuse_key=fuse_key,
         )
-        hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)
         decoder.start(rows_mask, max_new)
+        hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)
         return first_output(hidden), decoder.step
+    rows, prompt_len = rows_mask.shape
     cache = PreallocatedCache(language_model.config, rows, prompt_len + max_new, dtype=dtype, device=device)
     hidden = shared_prefill(language_model, cache, prompt_embeds, prompt_mask, prompt_of_row)
     step = DecodeStep(language_model, cache, rows_mask, max_new)

@@ -65,9 +65,10 @@ def _fast_decode(language_model, ids, mask, new_embeds, **kwargs) -> list[torch.
     first, inverse = distinct_rows(ids, mask)
     embeds = language_model.get_input_embeddings()(ids[first])
     if kwargs.pop("static", False):
-        decoder = StaticDecoder(language_model, ids.shape[0], ids.shape[1] + 8, embeds.dtype, ids.device)
+        extra = kwargs.pop("bucket_extra", 0)  # prompt region longer than the prompt (a bucket)
+        decoder = StaticDecoder(language_model, ids.shape[0], ids.shape[1] + extra + 8, embeds.dtype, ids.device)
+        decoder.start(torch.cat([mask.new_zeros(mask.shape[0], extra), mask], dim=1), new_embeds.shape[1])
         hidden = shared_prefill(language_model, decoder, embeds, mask[first], inverse)
-        decoder.start(mask, new_embeds.shape[1])
         step = decoder.step
     elif kwargs.pop("generic", False):
         cache = PreallocatedCache(
@@ -118,8 +119,11 @@ def test_static_shape_decode_matches_up_to_rounding():
     with torch.inference_mode():
         reference = _reference_decode(language_model, embeds, mask, new_embeds)
         static = _fast_decode(language_model, ids, mask, new_embeds, static=True)
-    for want, got in zip(reference, static, strict=True):
+        # an unpadded prompt in the last slots of a longer (bucketed) prompt region: the same states
+        bucketed = _fast_decode(language_model, ids, mask, new_embeds, static=True, bucket_extra=5)
+    for want, got, got_bucketed in zip(reference, static, bucketed, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got_bucketed, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("compile_step", [False, True])
