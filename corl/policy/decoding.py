@@ -596,8 +596,8 @@ def start_decoding(
     """Prefill once per distinct prompt, then decode b rows: -> (last prompt state [b, D], step) where
     step(embeds [b, 1, D]) -> next state [b, D] may be called `max_new` times.
 
-    compile_step: the static-shape decoder through torch.compile (CUDA graphs on GPU), prompts padded
-    to a multiple of PROMPT_BUCKET; otherwise the preallocated cache and the lean dynamic step.
+    compile_step: the static-shape decoder through torch.compile (CUDA graphs on GPU), its prompt region
+    a multiple of PROMPT_BUCKET slots; otherwise the preallocated cache and the lean dynamic step.
     embed / head: the step becomes inputs -> head(state(embed(inputs))) and the first value head(state);
     compiled, they run in the step's graph (for image codes: code embedding before, generation head and
     CFG after, so one graph per code instead of a graph between two dozen eager ops). `fuse_key` names
