@@ -48,10 +48,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nseeds {args.seeds}, {args.eval_rows} held-out rows; scores in %, mean ± std over seeds")
     print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   change final - base per seed")
-    for key in METRICS:
-        cols = {name: [runs[s][name][key] for s in args.seeds] for name in ("base", "unified", "final")}
+    rows = [(key, lambda result, key=key: result.get(key)) for key in METRICS]
+    # accuracy per question template (evaluations written before `by_topic` existed have none)
+    for kind in ("mc", "oe"):
+        topics = {t: None for s in args.seeds for t in runs[s]["final"].get(f"{kind}.by_topic") or {}}
+        rows += [(f"{kind} {topic}", lambda result, kind=kind, topic=topic:
+                  ((result.get(f"{kind}.by_topic") or {}).get(topic) or {}).get("accuracy")) for topic in topics]
+    for label, value in rows:
+        cols = {name: [value(runs[s][name]) for s in args.seeds] for name in ("base", "unified", "final")}
+        if any(v is None for col in cols.values() for v in col):
+            continue
         change = [100 * (f - b) for f, b in zip(cols["final"], cols["base"])]
-        print(f"{key:14s} {mean_std(cols['base']):>13s} {mean_std(cols['unified']):>15s} {mean_std(cols['final']):>13s}"
+        print(f"{label:14s} {mean_std(cols['base']):>13s} {mean_std(cols['unified']):>15s} {mean_std(cols['final']):>13s}"
               f"   {' '.join(f'{c:+.1f}' for c in change)} (mean {statistics.fmean(change):+.1f})")
     print("\ntraining reward, mean over the last 10% of a stage's steps minus the first 10%, per seed")
     rose = True
