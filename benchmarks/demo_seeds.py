@@ -24,6 +24,14 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):5.1f} ± {100 * std:4.1f}"
 
 
+def value_of(result: dict, label: str) -> float | None:
+    """A headline metric ("oe.accuracy") or a question template's accuracy ("oe exists"); None if absent."""
+    if " " not in label:
+        return result.get(label)
+    kind, topic = label.split(" ", 1)
+    return ((result.get(f"{kind}.by_topic") or {}).get(topic) or {}).get("accuracy")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo-seeds"))
@@ -48,14 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nseeds {args.seeds}, {args.eval_rows} held-out rows; scores in %, mean ± std over seeds")
     print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   change final - base per seed")
-    rows = [(key, lambda result, key=key: result.get(key)) for key in METRICS]
-    # accuracy per question template (evaluations written before `by_topic` existed have none)
-    for kind in ("mc", "oe"):
-        topics = {t: None for s in args.seeds for t in runs[s]["final"].get(f"{kind}.by_topic") or {}}
-        rows += [(f"{kind} {topic}", lambda result, kind=kind, topic=topic:
-                  ((result.get(f"{kind}.by_topic") or {}).get(topic) or {}).get("accuracy")) for topic in topics]
-    for label, value in rows:
-        cols = {name: [value(runs[s][name]) for s in args.seeds] for name in ("base", "unified", "final")}
+    # headline metrics, then the accuracy per question template (evaluations written before `by_topic`
+    # existed have none: those rows are left out)
+    labels = list(METRICS) + list({f"{kind} {topic}": None for kind in ("mc", "oe") for s in args.seeds
+                                   for topic in runs[s]["final"].get(f"{kind}.by_topic") or {}})
+    for label in labels:
+        cols = {name: [value_of(runs[s][name], label) for s in args.seeds] for name in ("base", "unified", "final")}
         if any(v is None for col in cols.values() for v in col):
             continue
         change = [100 * (f - b) for f, b in zip(cols["final"], cols["base"])]

@@ -41,16 +41,25 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}"
 
 
+def _comparison_header(first_column: str, names: Sequence[str]) -> list[str]:
+    """The two header lines of a table with one column per evaluated model, then the change first -> last."""
+    return ["| " + first_column + " | " + " | ".join(names) + f" | change ({names[0]} -> {names[-1]}) |",
+            "|" + "---|" * (len(names) + 2)]
+
+
+def _comparison_row(label: str, values: Sequence[Any]) -> str:
+    """One row: each value in %, then last - first in points ("n/a" when either is missing)."""
+    change = "n/a" if values[0] is None or values[-1] is None else f"{100 * (values[-1] - values[0]):+.1f}"
+    return f"| {label} | " + " | ".join(_pct(v) for v in values) + f" | {change} |"
+
+
 def metrics_table(evals: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown table: one row per metric, one column per evaluated model, then the change first -> last."""
     names = list(evals)
-    header = "| metric (%) | " + " | ".join(names) + f" | change ({names[0]} -> {names[-1]}) |"
-    lines = [header, "|" + "---|" * (len(names) + 2)]
+    lines = _comparison_header("metric (%)", names)
     rows = [(key, label) for key, label in HEADLINE_METRICS] + [(k, k) for k in category_keys(evals)]
     for key, label in rows:
-        values = [evals[n].get(key) for n in names]
-        change = "n/a" if values[0] is None or values[-1] is None else f"{100 * (values[-1] - values[0]):+.1f}"
-        lines.append(f"| {label} | " + " | ".join(_pct(v) for v in values) + f" | {change} |")
+        lines.append(_comparison_row(label, [evals[n].get(key) for n in names]))
     return "\n".join(lines)
 
 
@@ -66,14 +75,11 @@ def topic_table(evals: Mapping[str, Mapping[str, Any]]) -> str | None:
                     rows.append((kind, topic))
     if not rows:
         return None
-    lines = ["| question (%) | " + " | ".join(names) + f" | change ({names[0]} -> {names[-1]}) |",
-             "|" + "---|" * (len(names) + 2)]
+    lines = _comparison_header("question (%)", names)
     for kind, topic in rows:
         cells = [(evals[n].get(f"{kind}.by_topic") or {}).get(topic) for n in names]
-        values = [None if c is None else c["accuracy"] for c in cells]
         n = next((c["n"] for c in cells if c is not None), 0)
-        change = "n/a" if values[0] is None or values[-1] is None else f"{100 * (values[-1] - values[0]):+.1f}"
-        lines.append(f"| {kind.upper()} {topic} ({n}) | " + " | ".join(_pct(v) for v in values) + f" | {change} |")
+        lines.append(_comparison_row(f"{kind.upper()} {topic} ({n})", [None if c is None else c["accuracy"] for c in cells]))
     return "\n".join(lines)
 
 

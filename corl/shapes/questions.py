@@ -237,6 +237,9 @@ def _mc_count(scene: Scene, rng: random.Random) -> tuple[str, list[str], str] | 
     return f"How many {target} are in the image?", opts, number_word(n)
 
 
+EXISTS_MC_QUESTIONS = ("Which of these objects is in the image?", "Which object appears in the image?")
+
+
 def _mc_exists(scene: Scene, rng: random.Random) -> tuple[str, list[str], str] | None:
     o = rng.choice(scene.objects)
     absent = _absent_kinds(scene)
@@ -247,7 +250,7 @@ def _mc_exists(scene: Scene, rng: random.Random) -> tuple[str, list[str], str] |
     distractors = rng.sample(pool, 3)
     correct = with_article(o.phrase())
     opts = [correct] + [with_article(f"{c} {s}") for c, s in distractors]
-    q = rng.choice(("Which of these objects is in the image?", "Which object appears in the image?"))
+    q = rng.choice(EXISTS_MC_QUESTIONS)
     return q, opts, correct
 
 
@@ -300,7 +303,6 @@ def _weighted_order(names: list[str], category: str, rng: random.Random) -> list
 
 
 QUESTION_TOPICS: tuple[str, ...] = ("color", "shape", "count", "exists", "relation", "side")
-_EXISTS_MC = ("Which of these objects is in the image?", "Which object appears in the image?")
 
 
 def question_topic(question: str) -> str | None:
@@ -312,7 +314,7 @@ def question_topic(question: str) -> str | None:
                           ("Is there ", "exists"), ("Where is ", "relation")):
         if first.startswith(prefix):
             return topic
-    if first in _EXISTS_MC:
+    if first in EXISTS_MC_QUESTIONS:
         return "exists"
     if first.startswith("Is the "):
         return "side" if (" above or below " in first or " to the left or to the right of " in first) else "relation"

@@ -30,7 +30,6 @@ import torch
 
 from corl.config import CorlConfig
 from corl.policy import JanusPolicy, load_policy, trainable_parameters
-from corl.policy.loading import resolve_model_path
 from corl.policy.policy import PARAMETER_GROUPS
 from corl.rewards import RewardSet
 from corl.training.records import MM2T, T2I, TASKS_OF_STAGE
@@ -164,7 +163,7 @@ def load_trainable_policy(
     weights_from: a checkpoint directory to read full weights from (resume without LoRA); LoRA resumes
     load the base from `model.name_or_path` and the adapters afterwards (corl.training.checkpoint).
     """
-    source = resolve_model_path(cfg.model.name_or_path)
+    source = cfg.model.name_or_path  # load_policy resolves 'shapes-base'
     if weights_from is not None and cfg.model.lora_r == 0:
         source = str(weights_from)
     policy = load_policy(source, dtype=param_dtype, device=device)
@@ -213,7 +212,7 @@ def build_reference(cfg: CorlConfig, trainable: TrainablePolicy, device: torch.d
     if trainable.uses_lora:
         logger.info("reference policy: the trained model with its LoRA adapters switched off")
         return Reference(trainable.policy, trainable.peft_model.disable_adapter)
-    ref = load_policy(resolve_model_path(cfg.model.name_or_path), dtype=param_dtype, device=device)
+    ref = load_policy(cfg.model.name_or_path, dtype=param_dtype, device=device)
     disable_dropout(ref.model)
     ref.model.requires_grad_(False).eval()
     logger.info("reference policy: a frozen copy of %s", cfg.model.name_or_path)
