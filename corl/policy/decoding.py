@@ -22,7 +22,7 @@ one token per step through `LlamaModel.forward`); each piece removes work that l
 - `StaticDecoder` (`compile_decode=True` in the rollouts; meant for GPUs): the same step with the same
   shapes at every step (attention over the whole buffer with later slots masked, the step index a
   tensor), kept per shape on the model and run through `torch.compile` (CUDA graphs on GPU); prompts are
-  left-padded to a multiple of PROMPT_BUCKET so a compiled graph is reused. Equal to the dynamic path up
+  left-padded to a multiple of `prompt_bucket(max_new)` so a compiled graph is reused. Equal to the dynamic path up
   to float rounding. On CPU its attention is `single_query_attention` (multiply + sum, fused by the
   compiler) instead of SDPA's flash kernel, which costs more per call than the layer's matmuls at the
   Shapes size (compiled Shapes decode step 2.3 -> 1.5 ms). Not measured on a GPU yet.
@@ -543,9 +543,11 @@ class StaticDecoder(torch.nn.Module):
         self.sin[:, : sin.shape[1]].copy_(sin)
         self.prompt_len, self.step_index, self.max_new = prompt_len, 0, max_new
 
-    def forward(self, inputs: torch.Tensor, step: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, inputs: torch.Tensor, step: torch.Tensor, slot: torch.Tensor, *head_args: torch.Tensor | None
+    ) -> torch.Tensor:
         """inputs: embeds [b, 1, D] (or whatever `embed` takes), step and slot [1] long (slot = P + step)
-        -> hidden [b, D] (or `head(hidden)`)."""
+        -> hidden [b, D] (or `head(hidden, *head_args)`)."""
         embeds = inputs if self.embed is None else self.embed(inputs)  # [b, 1, D]
         cos, sin = self.cos.index_select(1, step), self.sin.index_select(1, step)  # [b, 1, head_dim]
         mask = torch.where(self.slots <= slot, self.mask, self.minimum)  # [b, 1, 1, capacity]
@@ -560,25 +562,36 @@ class StaticDecoder(torch.nn.Module):
 
             hidden = _layer_step(layer, hidden, cos, sin, mask, write_kv, self.attention)
         hidden = self.language_model.norm(hidden)[:, -1]  # [b, D]
-        return hidden if self.head is None else self.head(hidden)
+        return hidden if self.head is None else self.head(hidden, *head_args)
 
-    def step(self, inputs: torch.Tensor) -> torch.Tensor:
+    def step(self, inputs: torch.Tensor, *head_args: torch.Tensor | None) -> torch.Tensor:
         """Feed the next inputs (token embeddings [b, 1, D], or what `embed` takes) -> hidden [b, D] (or
-        `head(hidden)`)."""
+        `head(hidden, *head_args)`)."""
         if self.step_index >= self.max_new:
             raise ValueError(f"the decoder was started for {self.max_new} tokens")
         step = torch.full((1,), self.step_index, dtype=torch.long, device=inputs.device)
         self.step_index += 1
         if self.compiled is None:
-            return self(inputs, step, step + self.prompt_len)
+            return self(inputs, step, step + self.prompt_len, *head_args)
         if inputs.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # a new replay; the previous output is consumed
-        return self.compiled(inputs, step, step + self.prompt_len).clone()
+        return self.compiled(inputs, step, step + self.prompt_len, *head_args).clone()
 
 
 # ---------------------------------------------------------------------------------------- together
 
-PROMPT_BUCKET = 64  # compiled decoding pads prompts to a multiple of this (one graph per bucket)
+# Compiled decoding pads prompts to a multiple of a bucket (one graph per bucket). Every step attends
+# over the whole padded region, so the bucket is small when few tokens follow: for a Shapes image
+# (35 codes after ~20 prompt tokens) 64-slot buckets were most of the attention's work (benchmarks/
+# rollout.py --compile: 2.2x the naive loop with 64, 2.6-2.9x with 16); long generations (576 codes)
+# take 64 and need fewer graphs.
+SHORT_PROMPT_BUCKET, LONG_PROMPT_BUCKET = 16, 64
+LONG_GENERATION = 256  # new tokens from which LONG_PROMPT_BUCKET applies
+
+
+def prompt_bucket(max_new: int) -> int:
+    """The multiple compiled decoding pads prompts to, for a generation of `max_new` tokens."""
+    return LONG_PROMPT_BUCKET if max_new >= LONG_GENERATION else SHORT_PROMPT_BUCKET
 
 
 def start_decoding(
@@ -590,26 +603,29 @@ def start_decoding(
     *,
     compile_step: bool = False,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    head: Callable[..., torch.Tensor] | None = None,
     fuse_key: Hashable = None,
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    first_head_args: tuple[torch.Tensor | None, ...] = (),
+) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
     """Prefill once per distinct prompt, then decode b rows: -> (last prompt state [b, D], step) where
     step(embeds [b, 1, D]) -> next state [b, D] may be called `max_new` times.
 
     compile_step: the static-shape decoder through torch.compile (CUDA graphs on GPU), its prompt region
-    a multiple of PROMPT_BUCKET slots; otherwise the preallocated cache and the lean dynamic step.
-    embed / head: the step becomes inputs -> head(state(embed(inputs))) and the first value head(state);
-    compiled, they run in the step's graph (for image codes: code embedding before, generation head and
-    CFG after, so one graph per code instead of a graph between two dozen eager ops). `fuse_key` names
-    the pair (e.g. ("image", cfg_weight)) so that later calls reuse the compiled graph.
+    a multiple of `prompt_bucket(max_new)` slots; otherwise the preallocated cache and the lean dynamic step.
+    embed / head: the step becomes (inputs, *head_args) -> head(state(embed(inputs)), *head_args) and the
+    first value head(state, *first_head_args); compiled, they run in the step's graph (for image codes:
+    code embedding before; generation head, CFG and the draw of the next code after, so one graph per
+    code instead of a graph between two dozen eager ops). head_args are tensors (or None) that change per
+    step, e.g. the sampling noise. `fuse_key` names the pair (e.g. ("image", cfg_weight, temperature))
+    so that later calls reuse the compiled graph.
     """
     dtype, device = prompt_embeds.dtype, prompt_embeds.device
     rows_mask = prompt_mask.index_select(0, prompt_of_row)  # [b, P]
-    first_output = (lambda hidden: hidden) if head is None else head
+    first_output = (lambda hidden, *_: hidden) if head is None else head
     if compile_step:
         # The decoder's prompt region is bucketed (one graph per bucket); the prompt itself runs unpadded
         # and fills the region's last P slots (the extra left slots are masked like padding).
-        (rows_mask,) = left_pad_to_multiple(rows_mask, PROMPT_BUCKET)  # [b, P_bucket]
+        (rows_mask,) = left_pad_to_multiple(rows_mask, prompt_bucket(max_new))  # [b, P_bucket]
         rows, bucket_len = rows_mask.shape
         decoder = StaticDecoder.get(
             language_model, rows, bucket_len + max_new, dtype, device, compile_step=True,
@@ -617,7 +633,7 @@ def start_decoding(
         )
         decoder.start(rows_mask, max_new)
         hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)
-        return first_output(hidden), decoder.step
+        return first_output(hidden, *first_head_args), decoder.step
     rows, prompt_len = rows_mask.shape
     cache = PreallocatedCache(language_model.config, rows, prompt_len + max_new, dtype=dtype, device=device)
     hidden = shared_prefill(language_model, cache, prompt_embeds, prompt_mask, prompt_of_row)
@@ -625,8 +641,8 @@ def start_decoding(
     if embed is None and head is None:
         return hidden, step
 
-    def fused_step(inputs: torch.Tensor) -> torch.Tensor:
+    def fused_step(inputs: torch.Tensor, *head_args: torch.Tensor | None) -> torch.Tensor:
         state = step(inputs if embed is None else embed(inputs))
-        return state if head is None else head(state)
+        return state if head is None else head(state, *head_args)
 
-    return first_output(hidden), fused_step
+    return first_output(hidden, *first_head_args), fused_step

@@ -39,7 +39,9 @@ from corl.policy.sampling import (
     blocked_token_mask,
     cfg_logits,
     completion_mask_after_eos,
+    exponential_noise,
     sample_next,
+    sample_with_noise,
     suppress_tokens,
     unconditional_prompt,
 )
@@ -97,10 +99,27 @@ def guided_image_logits(model, hidden: torch.Tensor, cfg_weight: float) -> torch
     return cfg_logits(logits[:rows], logits[rows:], cfg_weight)
 
 
+def draw_code_with_noise(
+    model,
+    hidden: torch.Tensor,  # [b, D] as in draw_image_code
+    noise: torch.Tensor | None,  # [r, V_img] ~ Exp(1), None when greedy
+    *,
+    cfg_weight: float,
+    temperature: float,
+    greedy: bool,
+    top_k: int | None,
+) -> torch.Tensor:
+    """draw_image_code with the generator's draw made beforehand (`exponential_noise`): the same code,
+    but pure tensor math, so it runs inside a compiled decode step -> [r] long (-1: non-finite logits)."""
+    logits = guided_image_logits(model, hidden, cfg_weight)  # [r, V_img]
+    return sample_with_noise(logits, noise, temperature=temperature, greedy=greedy, top_k=top_k)
+
+
 def embed_image_codes(model, codes: torch.Tensor, guided: bool) -> torch.Tensor:
     """Codes [r] -> decoder inputs [b, 1, D]: with CFG both rows of a sample (conditional, unconditional)
-    are fed its code, so b = 2r."""
-    embeds = model.prepare_embeddings_for_image_generation(codes[:, None])  # [r, 1, D]
+    are fed its code, so b = 2r. A code of -1 (a row whose logits went non-finite, see
+    `sample_with_noise`) is fed as 0; the rollout raises once its codes are drawn."""
+    embeds = model.prepare_embeddings_for_image_generation(codes.clamp(min=0)[:, None])  # [r, 1, D]
     return torch.cat([embeds, embeds]) if guided else embeds
 
 
@@ -134,8 +153,20 @@ def _sample_image_tokens(
     # the last code is never fed back.
     # The code embedding and the generation head run inside the decode step (one compiled graph per code
     # with compile_decode): step(codes [r]) -> guided logits [r, V_img].
+    # The code embedding, generation head, CFG and the draw of the next code run inside the decode step
+    # (one compiled graph per code with compile_decode): next_code(codes [r], noise [r, V_img]) -> [r].
+    # The generator's draw for each code is made eagerly, in order, just before it is used: the same
+    # stream torch.multinomial would consume, so the codes equal sample_next's (see sample_with_noise).
+    vocab = model.model.generation_head.vision_head.out_features
+
+    def noise() -> torch.Tensor | None:
+        return None if greedy else exponential_noise(rows, vocab, generator=generator, device=ids.device)
+
     first, inverse = distinct_rows(ids, mask)
-    logits, next_logits = start_decoding(
+    draw = functools.partial(
+        draw_code_with_noise, model, cfg_weight=cfg_weight, temperature=temperature, greedy=greedy, top_k=top_k
+    )
+    code, next_code = start_decoding(
         language_model,
         language_model.get_input_embeddings()(ids[first]),  # [U, P, D]
         mask[first],
@@ -143,16 +174,22 @@ def _sample_image_tokens(
         steps - 1,
         compile_step=compile_decode,
         embed=functools.partial(embed_image_codes, model, guided=guided),
-        head=functools.partial(guided_image_logits, model, cfg_weight=cfg_weight),
-        fuse_key=("image codes", float(cfg_weight)),
+        head=draw,
+        fuse_key=("image codes", float(cfg_weight), float(temperature), bool(greedy), top_k),
+        first_head_args=(noise(),),
     )
     tokens = torch.empty(rows, steps, dtype=torch.long, device=ids.device)
-    for step in range(steps):
-        token = sample_next(logits, temperature=temperature, greedy=greedy, top_k=top_k, generator=generator)
-        tokens[:, step] = token
-        if step == steps - 1:
-            break  # the last code is never fed back
-        logits = next_logits(token)  # [r, V_img]
+    tokens[:, 0] = code
+    for step in range(1, steps):  # the last code is never fed back
+        code = next_code(code, noise())  # [r]
+        tokens[:, step] = code
+    bad = tokens < 0
+    if bool(bad.any()):
+        row, step = (int(index) for index in bad.nonzero()[0])
+        raise FloatingPointError(
+            f"image logits are NaN or infinite ({int(bad.any(1).sum())} of {rows} rows; first: row {row}, "
+            f"code {step}): the policy's weights or prompt embeddings are not finite"
+        )
     return tokens
 
 

@@ -45,6 +45,40 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+def exponential_noise(
+    rows: int, vocab: int, *, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """[rows, vocab] float32 draws from Exp(1), for `sample_with_noise`."""
+    return torch.empty(rows, vocab, device=device).exponential_(1.0, generator=generator)
+
+
+def sample_with_noise(
+    logits: torch.Tensor,
+    noise: torch.Tensor | None,
+    *,
+    temperature: float,
+    greedy: bool = False,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """One token per row from logits [R, V] and noise [R, V] ~ Exp(1) -> [R] long: argmax(p / noise).
+
+    Why: this is how torch.multinomial draws one sample (the Gumbel-max trick in its exponential form;
+    aten's multinomial fills an Exp(1) tensor from the generator and takes argmax(p / q)), so with
+    noise = `exponential_noise(...)` from the same generator the token equals
+    `sample_next(..., generator=...)`'s, while the math is plain tensor ops that run inside a compiled
+    decode step (no host synchronisation, no eager op per step). Greedy = argmax (noise unused, may be
+    None). A row whose probabilities are not finite (NaN/inf logits) gets -1 instead of a token: inside
+    a compiled step nothing can raise, so the caller checks the drawn tokens.
+    """
+    if greedy:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for sampling, got {temperature} (use greedy)")
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k), dim=-1)  # [R, V]
+    token = (probs / noise).argmax(dim=-1)
+    return torch.where(torch.isfinite(probs).all(dim=-1), token, -1)
+
+
 def completion_mask_after_eos(completion_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     """[R, C] ids -> [R, C] long mask: 1 up to and including the first EOS, 0 after; all 1 without EOS."""
     is_eos = completion_ids == eos_id

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from corl.policy.policy import JanusPolicy
@@ -23,6 +24,33 @@ def test_greedy_cfg_image_rollout_matches_transformers_generate(tiny_policy):
         ours = tiny_policy.rollout_images(CAPTIONS, cfg_weight=weight, greedy=True, decode=False)
         assert torch.equal(ours.image_tokens, reference), weight
         assert len(set(reference[0].tolist())) > 3  # a non-degenerate sequence was compared
+
+
+def test_sampled_cfg_image_rollout_matches_transformers_generate(tiny_policy):
+    """Sampling too: transformers' generate draws with torch.multinomial from the global generator; ours
+    draws the same codes from a generator with the same seed (the noise form of multinomial, run inside
+    the decode step)."""
+    encoded = encode_generation(tiny_policy.processor, CAPTIONS)
+    for seed, weight in ((7, 5.0), (8, 2.5)):
+        torch.manual_seed(seed)
+        reference = tiny_policy.model.generate(
+            input_ids=encoded.input_ids,
+            attention_mask=encoded.attention_mask,
+            generation_mode="image",
+            do_sample=True,
+            guidance_scale=weight,
+        )
+        ours = tiny_policy.rollout_images(CAPTIONS, cfg_weight=weight, seed=seed, decode=False)
+        assert torch.equal(ours.image_tokens, reference), (seed, weight)
+
+
+def test_image_rollout_raises_on_non_finite_logits():
+    model, processor = tiny_janus(0)
+    with torch.no_grad():
+        model.model.generation_head.vision_head.weight[3, 0] = float("nan")
+    policy = JanusPolicy(model, processor)
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        policy.rollout_images(CAPTIONS, seed=0, decode=False)
 
 
 def test_image_rollout_record_shapes_and_exact_token_count(tiny_policy):

@@ -9,9 +9,11 @@ from corl.policy.sampling import (
     cfg_logits,
     completion_mask_after_eos,
     entropy_from_logits,
+    exponential_noise,
     filter_logits,
     positions_from_mask,
     sample_next,
+    sample_with_noise,
     selective_log_softmax,
     suppress_tokens,
     unconditional_prompt,
@@ -63,6 +65,31 @@ def test_sampling_is_seeded_and_follows_the_distribution():
     assert torch.equal(sample_next(logits[:2], temperature=1.0, greedy=True), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="temperature"):
         sample_next(logits, temperature=0.0)
+
+
+@pytest.mark.parametrize(("rows", "vocab", "temperature", "top_k"), [(16, 128, 1.0, None), (8, 16384, 0.7, 50)])
+def test_noise_draws_equal_multinomial_draws_from_the_same_generator(rows, vocab, temperature, top_k):
+    """sample_with_noise with exponential_noise drawn just before equals sample_next (torch.multinomial)
+    token for token, step after step, and leaves the generator in the same state: the rollouts can move
+    the draw into a compiled step without changing a seeded run. Shapes: the Shapes and Janus-Pro image
+    vocabularies."""
+    logits = torch.randn(30, rows, vocab, generator=torch.Generator().manual_seed(0)) * 3
+    multinomial, noise = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    for step_logits in logits:
+        want = sample_next(step_logits, temperature=temperature, top_k=top_k, generator=multinomial)
+        drawn = exponential_noise(rows, vocab, generator=noise, device="cpu")
+        got = sample_with_noise(step_logits, drawn, temperature=temperature, top_k=top_k)
+        assert torch.equal(got, want)
+    assert torch.equal(multinomial.get_state(), noise.get_state())
+
+
+def test_noise_draws_greedy_and_non_finite_rows():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [float("nan"), 0.0, 0.0], [0.0, float("inf"), 0.0]])
+    noise = exponential_noise(3, 3, generator=torch.Generator().manual_seed(0), device="cpu")
+    assert torch.equal(sample_with_noise(logits[:1], None, temperature=1.0, greedy=True), torch.tensor([1]))
+    assert torch.equal(sample_with_noise(logits, noise, temperature=1.0)[1:], torch.tensor([-1, -1]))
+    with pytest.raises(ValueError, match="temperature"):
+        sample_with_noise(logits, noise, temperature=0.0)
 
 
 def test_selective_log_softmax_and_entropy_match_full_computation():

@@ -106,16 +106,20 @@ def test_sampled_tokens_are_scored_under_the_sampling_distribution(tiny_policy, 
     from corl.policy import rollout as rollout_module
 
     seen: list[torch.Tensor] = []
-    original = rollout_module.sample_next
 
-    def recording(logits, **kwargs):
-        token = original(logits, **kwargs)
-        seen.append(
-            torch.log_softmax(logits.double() / kwargs["temperature"], -1).gather(1, token[:, None])[:, 0]
-        )
+    def record(logits, token, temperature):
+        seen.append(torch.log_softmax(logits.double() / temperature, -1).gather(1, token[:, None])[:, 0])
         return token
 
-    monkeypatch.setattr(rollout_module, "sample_next", recording)
+    draw_text, draw_image = rollout_module.sample_next, rollout_module.sample_with_noise
+    monkeypatch.setattr(
+        rollout_module, "sample_next", lambda logits, **kw: record(logits, draw_text(logits, **kw), kw["temperature"])
+    )
+    monkeypatch.setattr(
+        rollout_module,
+        "sample_with_noise",
+        lambda logits, noise, **kw: record(logits, draw_image(logits, noise, **kw), kw["temperature"]),
+    )
     result = tiny_policy.rollout_images(
         CAPTIONS, group_size=2, cfg_weight=3.0, temperature=0.7, seed=4, decode=False
     )
