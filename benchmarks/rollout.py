@@ -55,8 +55,8 @@ from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
 from corl.policy.loading import default_model_path, load_policy
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
-from corl.policy.rollout import draw_image_code
-from corl.policy.sampling import positions_from_mask, unconditional_prompt
+from corl.policy.rollout import draw_code_with_noise
+from corl.policy.sampling import exponential_noise, positions_from_mask, unconditional_prompt
 from corl.policy.testing import TINY_SIZES, TINY_WORDS, tiny_janus
 from corl.policy.tokenizer import build_processor, build_tokenizer
 
@@ -346,9 +346,11 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
         cache.write_prefix(prefix, which)
         step_fn = decoding.DecodeStep(language_model, cache, mask, steps)
         hidden, sampler = state[which], torch.Generator().manual_seed(0)
+        vocab = model.model.generation_head.vision_head.out_features
         start = time.perf_counter()
         for _ in range(steps):
-            token = draw_image_code(model, hidden, args.cfg, temperature=1.0, generator=sampler)  # [images]
+            noise = exponential_noise(rows // 2, vocab, generator=sampler, device=policy.device)
+            token = draw_code_with_noise(model, hidden, noise, cfg_weight=args.cfg, temperature=1.0)  # [images]
             embeds = model.prepare_embeddings_for_image_generation(token[:, None])
             hidden = step_fn(torch.cat([embeds, embeds]))
         seconds = (time.perf_counter() - start) / steps

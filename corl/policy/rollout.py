@@ -75,21 +75,6 @@ def _row_chunks(rows: int, max_rows: int | None) -> list[slice]:
 # ----------------------------------------------------------------------------------------- images
 
 
-def draw_image_code(
-    model,
-    hidden: torch.Tensor,  # [b, D] last LLM states; with CFG (w != 1): conditional rows, then unconditional
-    cfg_weight: float,
-    *,
-    temperature: float,
-    greedy: bool = False,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One image code per sample from the generation head, CFG-combined -> [r] long (r = b / 2 with CFG)."""
-    logits = guided_image_logits(model, hidden, cfg_weight)  # [r, V_img]
-    return sample_next(logits, temperature=temperature, greedy=greedy, top_k=top_k, generator=generator)
-
-
 def guided_image_logits(model, hidden: torch.Tensor, cfg_weight: float) -> torch.Tensor:
     """Generation-head logits, CFG-combined, float32: hidden [b, D] -> [r, V_img] (r = b / 2 with CFG)."""
     logits = model.model.generation_head(hidden).float()  # [b, V_img]
@@ -101,16 +86,17 @@ def guided_image_logits(model, hidden: torch.Tensor, cfg_weight: float) -> torch
 
 def draw_code_with_noise(
     model,
-    hidden: torch.Tensor,  # [b, D] as in draw_image_code
-    noise: torch.Tensor | None,  # [r, V_img] ~ Exp(1), None when greedy
+    hidden: torch.Tensor,  # [b, D] last LLM states; with CFG (w != 1): conditional rows, then unconditional
+    noise: torch.Tensor | None,  # [r, V_img] ~ Exp(1) (`exponential_noise`), None when greedy
     *,
     cfg_weight: float,
     temperature: float,
-    greedy: bool,
-    top_k: int | None,
+    greedy: bool = False,
+    top_k: int | None = None,
 ) -> torch.Tensor:
-    """draw_image_code with the generator's draw made beforehand (`exponential_noise`): the same code,
-    but pure tensor math, so it runs inside a compiled decode step -> [r] long (-1: non-finite logits)."""
+    """One image code per sample from the generation head, CFG-combined -> [r] long (r = b / 2 with CFG;
+    -1 for non-finite logits). The generator's draw is made beforehand, so this is pure tensor math that
+    runs inside a compiled decode step; the code equals torch.multinomial's (see `sample_with_noise`)."""
     logits = guided_image_logits(model, hidden, cfg_weight)  # [r, V_img]
     return sample_with_noise(logits, noise, temperature=temperature, greedy=greedy, top_k=top_k)
 
