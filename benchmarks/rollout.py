@@ -1,6 +1,6 @@
 """Image-rollout throughput: corl's rollout vs a naive reference loop, same model, same process.
 
-    .venv/bin/python benchmarks/rollout.py [--model shapes|1b|all] [--repeats 3] [--threads 2]
+    .venv/bin/python benchmarks/rollout.py [--model shapes|1b|all] [--repeats N] [--threads 2]
         [--prompts 2] [--group-size 8] [--steps N] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
 
 Models: `shapes` = the Shapes base checkpoint (`corl.policy.default_model_path()`) when it exists, else a
@@ -21,14 +21,15 @@ torch.cat every step), so both loops time 3 codes with the cache filled to the m
 of the image and the full rollout is N times their mean (the midpoint rule; exact for a per-code cost
 linear in the depth). Prefill is left out of both (it favors corl: one prompt forward per distinct prompt).
 
-Timing: `--repeats` rounds, each timing both loops back to back, the order alternating between rounds;
-medians are reported. Throughput = images x sampled codes / seconds (prompt forward included; the VQ
+Timing: `--repeats` rounds (default 11 for Shapes, 3 for 1b), each timing both loops back to back, the
+order alternating between rounds; medians are reported. Throughput = images x sampled codes / seconds (prompt forward included; the VQ
 decoder is not part of either). With `--breakdown`, a 1-code run per loop splits the time into the
 prompt forward (prefill) and the per-code decode step. The load average is printed: the CPU may be
 shared, so compare the two lines of one run, not runs on different days.
 
 GPU (`--device cuda --dtype bf16 --steps 576`, optionally `--compile` for torch.compile + CUDA graphs
 of corl's decode step) is wired but was not run when this was written (no GPU in that session).
+`--compile` on CPU compiles the step with inductor's C++ wrapper (first rollout: about 20 s for Shapes).
 """
 
 from __future__ import annotations
@@ -395,7 +396,10 @@ def bench_full_image(policy: JanusPolicy, args: argparse.Namespace, rows: int, p
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["shapes", "1b", "all"], default="all")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help="timed rounds per loop (default: 11 for the Shapes model, whose rounds take 0.1 s; 3 for 1b)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=8)
@@ -424,10 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.model in ("shapes", "all"):
         policy, source = shapes_policy(args.device, dtype)
         steps = min(args.steps or policy.num_image_tokens, policy.num_image_tokens)
-        ratios["shapes"] = bench_model("Shapes", policy, source, args, steps)
+        shapes_args = argparse.Namespace(**{**vars(args), "repeats": args.repeats or 11})
+        ratios["shapes"] = bench_model("Shapes", policy, source, shapes_args, steps)
         del policy
     if args.model in ("1b", "all"):
         policy, source = janus_1b_policy(args.device, dtype)
+        args.repeats = args.repeats or 3
         default_steps = policy.num_image_tokens if args.device.startswith("cuda") else 16
         steps = min(args.steps or default_steps, policy.num_image_tokens)
         ratios["1b"] = bench_model("Janus-Pro-1B shape", policy, source, args, steps)
