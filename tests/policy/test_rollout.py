@@ -10,17 +10,22 @@ from corl.policy.testing import sample_images, tiny_janus
 CAPTIONS = ["a red circle", "a blue square"]  # same token length: no padding, comparable with generate
 
 
-def test_greedy_cfg_image_rollout_matches_transformers_generate(tiny_policy):
-    encoded = encode_generation(tiny_policy.processor, CAPTIONS)
+def _generated_codes(policy: JanusPolicy, weight: float, *, do_sample: bool) -> torch.Tensor:
+    """transformers' own image generation for CAPTIONS (unpadded prompts) -> [2, N] codes."""
+    encoded = encode_generation(policy.processor, CAPTIONS)
     assert bool(encoded.attention_mask.all())
+    return policy.model.generate(
+        input_ids=encoded.input_ids,
+        attention_mask=encoded.attention_mask,
+        generation_mode="image",
+        do_sample=do_sample,
+        guidance_scale=weight,
+    )
+
+
+def test_greedy_cfg_image_rollout_matches_transformers_generate(tiny_policy):
     for weight in (5.0, 2.5):
-        reference = tiny_policy.model.generate(
-            input_ids=encoded.input_ids,
-            attention_mask=encoded.attention_mask,
-            generation_mode="image",
-            do_sample=False,
-            guidance_scale=weight,
-        )
+        reference = _generated_codes(tiny_policy, weight, do_sample=False)
         ours = tiny_policy.rollout_images(CAPTIONS, cfg_weight=weight, greedy=True, decode=False)
         assert torch.equal(ours.image_tokens, reference), weight
         assert len(set(reference[0].tolist())) > 3  # a non-degenerate sequence was compared
@@ -30,16 +35,9 @@ def test_sampled_cfg_image_rollout_matches_transformers_generate(tiny_policy):
     """Sampling too: transformers' generate draws with torch.multinomial from the global generator; ours
     draws the same codes from a generator with the same seed (the noise form of multinomial, run inside
     the decode step)."""
-    encoded = encode_generation(tiny_policy.processor, CAPTIONS)
     for seed, weight in ((7, 5.0), (8, 2.5)):
         torch.manual_seed(seed)
-        reference = tiny_policy.model.generate(
-            input_ids=encoded.input_ids,
-            attention_mask=encoded.attention_mask,
-            generation_mode="image",
-            do_sample=True,
-            guidance_scale=weight,
-        )
+        reference = _generated_codes(tiny_policy, weight, do_sample=True)
         ours = tiny_policy.rollout_images(CAPTIONS, cfg_weight=weight, seed=seed, decode=False)
         assert torch.equal(ours.image_tokens, reference), (seed, weight)
 
