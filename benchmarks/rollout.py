@@ -347,10 +347,9 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
         cache.write_prefix(prefix, which)
         step_fn = decoding.DecodeStep(language_model, cache, mask, steps)
         hidden, sampler = state[which], torch.Generator().manual_seed(0)
-        vocab = model.model.generation_head.vision_head.out_features
         start = time.perf_counter()
         for _ in range(steps):
-            noise = exponential_noise(rows // 2, vocab, generator=sampler, device=policy.device)
+            noise = exponential_noise(rows // 2, policy.image_vocab_size, generator=sampler, device=policy.device)
             token = draw_code_with_noise(model, hidden, noise, cfg_weight=args.cfg, temperature=1.0)  # [images]
             embeds = model.prepare_embeddings_for_image_generation(token[:, None])
             hidden = step_fn(torch.cat([embeds, embeds]))
@@ -393,6 +392,11 @@ def bench_full_image(policy: JanusPolicy, args: argparse.Namespace, rows: int, p
     return ratio
 
 
+def with_repeats(args: argparse.Namespace, default: int) -> argparse.Namespace:
+    """args with --repeats set to `default` when the user gave none (per model: rounds differ in cost)."""
+    return argparse.Namespace(**{**vars(args), "repeats": args.repeats or default})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["shapes", "1b", "all"], default="all")
@@ -428,12 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.model in ("shapes", "all"):
         policy, source = shapes_policy(args.device, dtype)
         steps = min(args.steps or policy.num_image_tokens, policy.num_image_tokens)
-        shapes_args = argparse.Namespace(**{**vars(args), "repeats": args.repeats or 11})
-        ratios["shapes"] = bench_model("Shapes", policy, source, shapes_args, steps)
+        ratios["shapes"] = bench_model("Shapes", policy, source, with_repeats(args, 11), steps)
         del policy
     if args.model in ("1b", "all"):
         policy, source = janus_1b_policy(args.device, dtype)
-        args.repeats = args.repeats or 3
+        args = with_repeats(args, 3)
         default_steps = policy.num_image_tokens if args.device.startswith("cuda") else 16
         steps = min(args.steps or default_steps, policy.num_image_tokens)
         ratios["1b"] = bench_model("Janus-Pro-1B shape", policy, source, args, steps)

@@ -67,7 +67,8 @@ class JanusPolicy:
 
     Attributes: model, processor, tokens (SpecialTokens), num_image_tokens (N), image_size (px the
     understanding encoder sees), generated_image_size (px of decoded images), style (PromptStyle).
-    Properties: device, dtype (of the model's parameters).
+    Properties: device, dtype (of the model's parameters), image_vocab_size (VQ codes the generation
+    head scores).
     """
 
     def __init__(
@@ -92,6 +93,10 @@ class JanusPolicy:
         self.generated_image_size = int(vq.num_patches * 2 ** (len(vq.channel_multiplier) - 1))
 
     # ------------------------------------------------------------------------------ properties
+    @property
+    def image_vocab_size(self) -> int:
+        return self.model.model.generation_head.vision_head.out_features
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

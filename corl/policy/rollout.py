@@ -137,16 +137,14 @@ def _sample_image_tokens(
         ids, mask = prompt_ids, prompt_mask
     # Prefill once per distinct prompt row (G samples of a caption share it), then one code per step;
     # the last code is never fed back.
-    # The code embedding and the generation head run inside the decode step (one compiled graph per code
-    # with compile_decode): step(codes [r]) -> guided logits [r, V_img].
     # The code embedding, generation head, CFG and the draw of the next code run inside the decode step
     # (one compiled graph per code with compile_decode): next_code(codes [r], noise [r, V_img]) -> [r].
     # The generator's draw for each code is made eagerly, in order, just before it is used: the same
     # stream torch.multinomial would consume, so the codes equal sample_next's (see sample_with_noise).
-    vocab = model.model.generation_head.vision_head.out_features
-
     def noise() -> torch.Tensor | None:
-        return None if greedy else exponential_noise(rows, vocab, generator=generator, device=ids.device)
+        return None if greedy else exponential_noise(
+            rows, policy.image_vocab_size, generator=generator, device=ids.device
+        )
 
     first, inverse = distinct_rows(ids, mask)
     draw = functools.partial(

@@ -38,11 +38,18 @@ def sample_next(
     """One token per row from logits [R, V] -> [R] long. Greedy = argmax (temperature ignored)."""
     if greedy:
         return logits.argmax(dim=-1)
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def sampling_probs(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """The distribution a token is drawn from: softmax of the filtered logits / temperature, float32.
+    [R, V] -> [R, V]."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for sampling, got {temperature} (use greedy)")
-    scaled = filter_logits(logits.float() / temperature, top_k, top_p)
-    probs = torch.softmax(scaled, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
 
 
 def exponential_noise(
@@ -72,9 +79,7 @@ def sample_with_noise(
     """
     if greedy:
         return logits.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for sampling, got {temperature} (use greedy)")
-    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k), dim=-1)  # [R, V]
+    probs = sampling_probs(logits, temperature, top_k)  # [R, V]
     token = (probs / noise).argmax(dim=-1)
     return torch.where(torch.isfinite(probs).all(dim=-1), token, -1)
 

@@ -220,7 +220,7 @@ def image_token_logps(
         temperature,
     )
     hidden = _image_hidden(policy, prompt_ids, prompt_mask, image_tokens, guided)  # [b, N, D]
-    vocab = policy.model.model.generation_head.vision_head.out_features
+    vocab = policy.image_vocab_size
     return _chunked_score(
         lambda states: _image_head(policy, states, cfg_weight),
         hidden,
