@@ -23,13 +23,13 @@ linear in the depth). Prefill is left out of both (it favors corl: one prompt fo
 
 Timing: `--repeats` rounds (default 11 for Shapes, 3 for 1b), each timing both loops back to back, the
 order alternating between rounds; medians are reported. Throughput = images x sampled codes / seconds (prompt forward included; the VQ
-decoder is not part of either). With `--breakdown`, a 1-code run per loop splits the time into the
-prompt forward (prefill) and the per-code decode step. The load average is printed: the CPU may be
+decoder is not part of either). A 1-code run per loop (off with `--no-breakdown`) splits the time into
+the prompt forward (prefill) and the per-code decode step. The load average is printed: the CPU may be
 shared, so compare the two lines of one run, not runs on different days.
 
 GPU (`--device cuda --dtype bf16 --steps 576`, optionally `--compile` for torch.compile + CUDA graphs
 of corl's decode step) is wired but was not run when this was written (no GPU in that session).
-`--compile` on CPU compiles the step with inductor's C++ wrapper (first rollout: about 20 s for Shapes).
+`--compile` on CPU compiles the step ahead of time with AOTInductor (first rollout: 10-20 s for Shapes).
 """
 
 from __future__ import annotations

@@ -199,15 +199,25 @@ def test_beta_brings_a_reference_and_kl_and_num_iterations_reuses_rollouts(model
 
 
 def test_compile_decode_runs_both_rollouts_through_the_static_decoder(model_dir, tmp_path, monkeypatch):
-    """rollout.compile_decode reaches both rollouts (torch.compile itself is replaced: it is slow on CPU)."""
+    """rollout.compile_decode reaches both rollouts (the compiler itself is replaced: it is slow on CPU)."""
+    from corl.policy import decoding
     from corl.policy.decoding import StaticDecoder
 
-    built = []
-    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: built.append(module) or module)
+    built, owners = [], []
+
+    def compile_decoder(decoder, weights, example):
+        built.append(decoder)
+        owners.append(weights)
+        return decoder
+
+    monkeypatch.setattr(decoding, "compile_decoder", compile_decoder)
     cfg = tiny_config(model_dir, "unified", ["rollout.compile_decode=true"])
     result = train(cfg, tmp_path / "run")
     assert result.steps == 1
     assert len(built) == 2 and all(isinstance(module, StaticDecoder) for module in built)
+    # the weights each compiled step binds: the whole model for images (code embedding, generation
+    # head), the LLM for answers
+    assert {type(owner).__name__ for owner in owners} == {"JanusForConditionalGeneration", "LlamaModel"}
     assert {module.cache_shape[0] for module in built} == {  # image rows with CFG; answer rows
         2 * cfg.train.per_device_batch_size * cfg.rollout.num_generations,
         cfg.train.per_device_batch_size * cfg.rollout.num_generations,

@@ -19,16 +19,17 @@ one token per step through `LlamaModel.forward`); each piece removes work that l
   the generic path: the model's forward with our cache.
 - `decode_threads`: optionally (SINGLE_THREAD_DECODE_BELOW, off by default) a CPU decode step of a tiny
   model runs on one intra-op thread, for machines where a 2-thread region waits on descheduled threads.
-- `StaticDecoder` (`compile_decode=True` in the rollouts; meant for GPUs): the same step with the same
+- `StaticDecoder` (`compile_decode=True` in the rollouts): the same step with the same
   shapes at every step (attention over the whole buffer with later slots masked, the step index a
-  tensor), kept per shape on the model and run through `torch.compile` (CUDA graphs on GPU); prompts are
+  tensor), kept per shape on the model and compiled at its first step (`corl.policy.step_compiler`:
+  AOTInductor on CPU, torch.compile with CUDA graphs on GPU); prompts are
   left-padded to a multiple of `prompt_bucket(max_new)` so a compiled graph is reused. Equal to the dynamic path up
   to float rounding. On CPU its attention is `single_query_attention` (multiply + sum, fused by the
   compiler) instead of SDPA's flash kernel, which costs more per call than the layer's matmuls at the
-  Shapes size (compiled Shapes decode step 2.3 -> 1.5 ms). On CPU the graph's kernels are called from
-  inductor's C++ wrapper (`compile_settings`). Image rollouts put the code embedding before the step and
-  the generation head, CFG and the draw of the next code after it, all in the graph: about 0.85 ms per
-  Shapes code, of which ~0.45 ms are the 25 matmuls. Not measured on a GPU yet.
+  Shapes size (compiled Shapes decode step 2.3 -> 1.5 ms). Image rollouts put the code embedding before
+  the step and the generation head, CFG and the draw of the next code after it, all in the graph: about
+  0.6 ms per Shapes code on CPU (AOTInductor; 0.7 ms through torch.compile's wrappers), of which ~0.45 ms
+  are the 25 matmuls. Not measured on a GPU yet.
 
 `start_decoding` puts prefill and step together. All of it runs without autograd (callers use
 torch.inference_mode).
@@ -54,6 +55,7 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from corl.policy.sampling import positions_from_mask
+from corl.policy.step_compiler import compile_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -408,16 +410,6 @@ def left_pad_to_multiple(mask: torch.Tensor, multiple: int, *tensors: torch.Tens
     return (pad(mask, 0), *(pad(tensor, pad_value) for tensor in tensors))
 
 
-def compile_settings(device: torch.device) -> dict:
-    """torch.compile keywords for a decode step. GPU: CUDA graphs ("reduce-overhead"), one replay per
-    step. CPU: inductor's C++ wrapper, which calls the step's ~40 kernels from C++ instead of generated
-    Python (Shapes step: 0.98 -> 0.85 ms per call, medians of 20 interleaved rounds in one process;
-    compiling takes a few seconds longer)."""
-    if device.type == "cuda":
-        return {"mode": "reduce-overhead"}
-    return {"options": {"cpp_wrapper": True}}
-
-
 class StaticDecoder(torch.nn.Module):
     """A decode step with the same shapes at every step, for `torch.compile` (CUDA graphs on GPU).
 
@@ -441,6 +433,7 @@ class StaticDecoder(torch.nn.Module):
         *,
         embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
         head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        weights: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not fast_path_available(language_model):
@@ -451,28 +444,34 @@ class StaticDecoder(torch.nn.Module):
         # Optional work before and after the LLM inside the same graph (see `start_decoding`)
         object.__setattr__(self, "embed", embed)
         object.__setattr__(self, "head", head)
+        # the module owning every weight the step reads (the LLM's, and what embed / head use)
+        object.__setattr__(self, "weights", weights if weights is not None else language_model)
         config = language_model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache_shape = (rows, config.num_key_value_heads, capacity, head_dim)
         # One buffer per layer, written in place with index_copy_: a write into a view of one buffer shared
         # by all layers is functionalized by torch.compile into a copy of the whole buffer per layer and
         # step (measured on CPU: 9.6 ms of a 12 ms compiled step for the Shapes model).
-        # zeros: unwritten slots are read (with weight exactly 0), so they must hold finite numbers
-        for index in range(config.num_hidden_layers):
-            for kind in ("keys", "values"):
-                self.register_buffer(
-                    f"{kind}_{index}", torch.zeros(self.cache_shape, dtype=dtype, device=device), persistent=False
-                )
-        self.register_buffer(
-            "mask", torch.zeros(rows, 1, 1, capacity, dtype=dtype, device=device), persistent=False
-        )
-        self.register_buffer(
-            "cos", torch.zeros(rows, capacity, head_dim, dtype=dtype, device=device), persistent=False
-        )
-        self.register_buffer(
-            "sin", torch.zeros(rows, capacity, head_dim, dtype=dtype, device=device), persistent=False
-        )
-        self.register_buffer("slots", torch.arange(capacity, device=device), persistent=False)
+        # zeros: unwritten slots are read (with weight exactly 0), so they must hold finite numbers.
+        # Normal tensors even inside a rollout's inference mode: export (CPU compile) cannot trace
+        # inference tensors.
+        with torch.inference_mode(False):
+            for index in range(config.num_hidden_layers):
+                for kind in ("keys", "values"):
+                    self.register_buffer(
+                        f"{kind}_{index}", torch.zeros(self.cache_shape, dtype=dtype, device=device),
+                        persistent=False,
+                    )
+            self.register_buffer(
+                "mask", torch.zeros(rows, 1, 1, capacity, dtype=dtype, device=device), persistent=False
+            )
+            self.register_buffer(
+                "cos", torch.zeros(rows, capacity, head_dim, dtype=dtype, device=device), persistent=False
+            )
+            self.register_buffer(
+                "sin", torch.zeros(rows, capacity, head_dim, dtype=dtype, device=device), persistent=False
+            )
+            self.register_buffer("slots", torch.arange(capacity, device=device), persistent=False)
         # CPU: one-query attention as multiply + sum (see single_query_attention); GPU: the model's own
         self.attention = (
             single_query_attention
@@ -480,7 +479,9 @@ class StaticDecoder(torch.nn.Module):
             else ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
         )
         self.minimum = torch.finfo(dtype).min
-        self.compiled: Callable | None = None
+        self.compile_requested = False  # compiled on the first step (AOT compilation needs example inputs)
+        # not a submodule: a compiled wrapper holds the decoder itself (a cycle for named_modules)
+        object.__setattr__(self, "compiled", None)
         self.prompt_len = self.step_index = self.max_new = 0
 
     @classmethod
@@ -495,22 +496,24 @@ class StaticDecoder(torch.nn.Module):
         compile_step: bool,
         embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
         head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        weights: torch.nn.Module | None = None,
         fuse_key: Hashable = None,
     ) -> StaticDecoder:
-        """The LLM's decoder for this shape, built (and compiled, if asked) on first use.
+        """The LLM's decoder for this shape, built on first use (compiled at its first step, if asked).
 
         embed/head: kept from the first call with this `fuse_key` (their identity: a new closure each call
-        would otherwise mean a new graph each rollout)."""
+        would otherwise mean a new graph each rollout); weights: the module owning their parameters."""
         decoders = language_model.__dict__.setdefault("_corl_static_decoders", {})
         key = (rows, capacity, dtype, str(device), fuse_key)
         if key not in decoders:
-            decoders[key] = cls(language_model, rows, capacity, dtype, device, embed=embed, head=head)
+            decoders[key] = cls(
+                language_model, rows, capacity, dtype, device, embed=embed, head=head, weights=weights
+            )
             logger.info(
                 "static decoder for %d rows x %d positions (compiled: %s)", rows, capacity, compile_step
             )
         decoder = decoders[key]
-        if compile_step and decoder.compiled is None:
-            decoder.compiled = torch.compile(decoder, fullgraph=True, dynamic=False, **compile_settings(device))
+        decoder.compile_requested = decoder.compile_requested or compile_step
         return decoder
 
     @staticmethod
@@ -583,6 +586,9 @@ class StaticDecoder(torch.nn.Module):
             raise ValueError(f"the decoder was started for {self.max_new} tokens")
         step = torch.full((1,), self.step_index, dtype=torch.long, device=inputs.device)
         self.step_index += 1
+        if self.compile_requested and self.compiled is None:
+            compiled = compile_decoder(self, self.weights, (inputs, step, step + self.prompt_len, *head_args))
+            object.__setattr__(self, "compiled", compiled)
         if self.compiled is None:
             return self(inputs, step, step + self.prompt_len, *head_args)
         if inputs.device.type == "cuda":
@@ -616,6 +622,7 @@ def start_decoding(
     compile_step: bool = False,
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
     head: Callable[..., torch.Tensor] | None = None,
+    weights: torch.nn.Module | None = None,
     fuse_key: Hashable = None,
     first_head_args: tuple[torch.Tensor | None, ...] = (),
 ) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
@@ -628,7 +635,8 @@ def start_decoding(
     first value head(state, *first_head_args); compiled, they run in the step's graph (for image codes:
     code embedding before; generation head, CFG and the draw of the next code after, so one graph per
     code instead of a graph between two dozen eager ops). head_args are tensors (or None) that change per
-    step, e.g. the sampling noise. `fuse_key` names the pair (e.g. ("image", cfg_weight, temperature))
+    step, e.g. the sampling noise; `weights` is the module owning every parameter embed and head read
+    (default: the LLM; CPU compilation binds them to the live tensors). `fuse_key` names the pair (e.g. ("image", cfg_weight, temperature))
     so that later calls reuse the compiled graph.
     """
     dtype, device = prompt_embeds.dtype, prompt_embeds.device
@@ -641,7 +649,7 @@ def start_decoding(
         rows, bucket_len = rows_mask.shape
         decoder = StaticDecoder.get(
             language_model, rows, bucket_len + max_new, dtype, device, compile_step=True,
-            embed=embed, head=head, fuse_key=fuse_key,
+            embed=embed, head=head, weights=weights, fuse_key=fuse_key,
         )
         decoder.start(rows_mask, max_new)
         hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)

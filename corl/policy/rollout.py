@@ -159,6 +159,7 @@ def _sample_image_tokens(
         compile_step=compile_decode,
         embed=functools.partial(embed_image_codes, model, guided=guided),
         head=draw,
+        weights=model,
         fuse_key=("image codes", float(cfg_weight), float(temperature), bool(greedy), top_k),
         first_head_args=(noise(),),
     )

@@ -131,7 +131,7 @@ def test_static_shape_decode_matches_up_to_rounding():
 def test_embed_and_head_run_around_every_step(compile_step, monkeypatch):
     """start_decoding(embed=, head=): first value head(prompt state), then step(x) = head(state(embed(x)));
     the static path keeps them in its (here uncompiled) graph and reuses the decoder per fuse_key."""
-    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    monkeypatch.setattr(decoding, "compile_decoder", lambda decoder, weights, example: decoder)
     model, _ = tiny_janus(2, dtype=torch.float64)
     language_model = model.model.language_model
     ids, mask = _prompts(seed=4)
@@ -187,7 +187,7 @@ def test_single_query_attention_matches_scaled_dot_product_attention(dtype):
 
 def test_static_decoder_is_reused_and_bucketed_prompts_give_the_same_greedy_images(monkeypatch):
     """compile_decode's path without the compiler: prompts padded to the bucket, decoders kept per shape."""
-    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    monkeypatch.setattr(decoding, "compile_decoder", lambda decoder, weights, example: decoder)
     model, processor = tiny_janus(5, dtype=torch.float64)
     policy = JanusPolicy(model, processor)
     language_model = model.model.language_model
@@ -284,16 +284,69 @@ def test_rollout_tensors_can_enter_autograd():
     assert model.lm_head.weight.grad is not None
 
 
+def test_a_step_that_does_not_export_falls_back_to_torch_compile(monkeypatch, caplog):
+    from corl.policy import step_compiler
+
+    def fail(decoder, weights, example):
+        raise RuntimeError("unsupported op")
+
+    compiled = []
+    monkeypatch.setattr(step_compiler, "aot_compile", fail)
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: compiled.append(kwargs) or module)
+    model, processor = tiny_janus(5, dtype=torch.float64)
+    policy = JanusPolicy(model, processor)
+    eager = policy.rollout_images(["a red circle"], group_size=2, greedy=True, decode=False).image_tokens
+    with caplog.at_level("WARNING", logger="corl.policy.step_compiler"):
+        static = policy.rollout_images(["a red circle"], group_size=2, greedy=True, decode=False, compile_decode=True)
+    assert torch.equal(static.image_tokens, eager)
+    assert compiled == [{"fullgraph": True, "dynamic": False, "options": {"cpp_wrapper": True}}]
+    assert "could not compile the decode step (RuntimeError: unsupported op)" in caplog.text
+
+
 @pytest.mark.slow
-def test_compiled_static_decode_gives_the_same_images():
-    """torch.compile of the static-shape step (inductor on CPU here; CUDA graphs on GPU), greedy and
-    seeded sampling with top-k (the draw runs inside the compiled step)."""
+@pytest.mark.parametrize("compiler", ["aot", "inductor"])
+def test_compiled_static_decode_gives_the_same_images(compiler, monkeypatch):
+    """The compiled static-shape step (CPU: AOTInductor, or torch.compile with inductor; CUDA graphs on
+    GPU), greedy and seeded sampling with top-k (the draw runs inside the compiled step), and sampled
+    answers; then the
+    weights change in place, as an optimizer step changes them, and the same compiled step follows."""
+    from corl.policy import step_compiler
+
+    monkeypatch.setattr(step_compiler, "CPU_STEP_COMPILER", compiler)
     model, processor = tiny_janus(0, dtype=torch.float32)
     policy = JanusPolicy(model, processor)
     captions = ["a red circle", "two blue squares left of a green triangle"]
-    for settings in ({"greedy": True}, {"seed": 3, "temperature": 0.9, "top_k": 20}):
-        eager = policy.rollout_images(captions, group_size=2, decode=False, **settings).image_tokens
-        compiled = policy.rollout_images(
-            captions, group_size=2, decode=False, compile_decode=True, **settings
-        ).image_tokens
-        assert torch.equal(compiled, eager), settings
+    settings = ({"greedy": True}, {"seed": 3, "temperature": 0.9, "top_k": 20})
+
+    def compare() -> list[torch.Tensor]:
+        codes = []
+        for setting in settings:
+            eager = policy.rollout_images(captions, group_size=2, decode=False, **setting).image_tokens
+            compiled = policy.rollout_images(
+                captions, group_size=2, decode=False, compile_decode=True, **setting
+            ).image_tokens
+            assert torch.equal(compiled, eager), setting
+            codes.append(eager)
+        answers = [
+            policy.rollout_text(
+                sample_images(2), ["what color?", "which shape?"], group_size=2, max_new_tokens=6, seed=2,
+                compile_decode=compile_decode,
+            ).completion_ids
+            for compile_decode in (False, True)
+        ]
+        assert torch.equal(answers[1], answers[0])
+        return [*codes, answers[0]]
+
+    before = compare()
+    decoders = model.model.language_model.__dict__["_corl_static_decoders"]
+    built = {key: decoder.compiled for key, decoder in decoders.items()}
+    assert len(built) == 3 and all(compiled is not None for compiled in built.values())
+    if compiler == "aot":
+        assert all(not isinstance(compiled, torch.nn.Module) for compiled in built.values())
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # in place, like AdamW: the compiled steps hold these very tensors
+        for parameter in (*model.model.language_model.parameters(), *model.model.generation_head.parameters()):
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    after = compare()
+    assert all(not torch.equal(old, new) for old, new in zip(before, after))  # the change shows
+    assert {key: decoder.compiled for key, decoder in decoders.items()} == built  # not recompiled

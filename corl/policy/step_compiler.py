@@ -1,0 +1,91 @@
+"""Compiling the static-shape decode step (`decoding.StaticDecoder`) for CPU and GPU.
+
+GPU: `torch.compile` with CUDA graphs ("reduce-overhead"): one graph replay per step.
+CPU: AOTInductor (`torch.export` + `torch._inductor.aoti_compile_and_package`). The step's kernels are the
+ones inductor generates for `torch.compile` too, but a call goes straight into the compiled library:
+no dynamo frame, guards or AOT-autograd wrappers around it. Shapes image step (2 cores, one process,
+300 calls a round): 0.70 ms per call through torch.compile with the C++ wrapper, 0.59 ms through
+AOTInductor, of which ~0.45 ms are the step's matmuls. `CPU_STEP_COMPILER = "inductor"` selects
+torch.compile (with the C++ wrapper, `compile_settings`) instead; a step that does not export falls
+back to it with a logged warning.
+
+Weights stay live: export lifts every parameter and buffer of the registered modules (the LLM, and the
+module owning what the step's embed / head read) as named constants, and the compiled library is bound
+to the model's own tensors (`load_constants(user_managed=True)`): an optimizer step that updates the
+weights in place is seen by the next call without recompiling, and the step writes its keys and values
+into the decoder's own buffers. A constant that no registered module owns (a tensor the step captured
+from elsewhere) would be frozen into the library: that raises instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CPU_STEP_COMPILER = "aot"  # "aot" (AOTInductor) or "inductor" (torch.compile); GPUs use torch.compile
+
+
+def compile_settings(device: torch.device) -> dict:
+    """torch.compile keywords for a decode step. GPU: CUDA graphs ("reduce-overhead"), one replay per
+    step. CPU: inductor's C++ wrapper, which calls the step's ~40 kernels from C++ instead of generated
+    Python (Shapes step: 0.98 -> 0.85 ms per call, medians of 20 interleaved rounds in one process)."""
+    if device.type == "cuda":
+        return {"mode": "reduce-overhead"}
+    return {"options": {"cpp_wrapper": True}}
+
+
+class _StepProgram(torch.nn.Module):
+    """What AOTInductor compiles: the decoder's forward, with the modules whose tensors it reads
+    registered, so that export names them (and `load_constants` can bind them to the live tensors)."""
+
+    def __init__(self, decoder: torch.nn.Module, weights: torch.nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.weights = weights
+
+    def forward(self, *inputs: Any) -> torch.Tensor:
+        return self.decoder(*inputs)
+
+
+def aot_compile(decoder: torch.nn.Module, weights: torch.nn.Module, example: tuple) -> Callable[..., Any]:
+    """decoder(*example) ahead-of-time compiled for these shapes, its constants bound to live tensors."""
+    program_module = _StepProgram(decoder, weights)
+    # export traces outside inference mode: example inputs made in a rollout are inference tensors
+    with torch.inference_mode(False), torch.no_grad():
+        example = tuple(value.clone() if isinstance(value, torch.Tensor) else value for value in example)
+        program = torch.export.export(program_module, example, strict=False)
+        with tempfile.TemporaryDirectory(prefix="corl-step-") as folder:
+            package = torch._inductor.aoti_compile_and_package(
+                program, package_path=os.path.join(folder, "step.pt2")
+            )
+            compiled = torch._inductor.aoti_load_package(package)
+    live = dict(program_module.named_parameters(remove_duplicate=False))
+    live.update(program_module.named_buffers(remove_duplicate=False))
+    names = compiled.get_constant_fqns()
+    captured = [name for name in names if name not in live]
+    if captured:
+        raise RuntimeError(f"the decode step reads tensors that no registered module owns: {captured[:5]}")
+    compiled.load_constants({name: live[name] for name in names}, check_full_update=True, user_managed=True)
+    return compiled
+
+
+def compile_decoder(decoder: torch.nn.Module, weights: torch.nn.Module, example: tuple) -> Callable[..., Any]:
+    """The decoder's forward compiled for the shapes of `example` (its first call's inputs)."""
+    device = next(decoder.buffers()).device
+    if device.type == "cpu" and CPU_STEP_COMPILER == "aot":
+        try:
+            return aot_compile(decoder, weights, example)
+        except Exception as error:  # noqa: BLE001  (export's coverage varies by model and version)
+            logger.warning(
+                "AOTInductor could not compile the decode step (%s: %s); using torch.compile",
+                type(error).__name__,
+                error,
+            )
+    return torch.compile(decoder, fullgraph=True, dynamic=False, **compile_settings(device))
