@@ -557,6 +557,9 @@ class StaticDecoder(torch.nn.Module):
         self.cos[:, : cos.shape[1]].copy_(cos)
         self.sin[:, : sin.shape[1]].copy_(sin)
         self.prompt_len, self.step_index, self.max_new = prompt_len, 0, max_new
+        bind = getattr(self.compiled, "bind", None)
+        if bind is not None:  # an AOT-compiled step: follow weights replaced since the last rollout
+            bind()
 
     def forward(
         self, inputs: torch.Tensor, step: torch.Tensor, slot: torch.Tensor, *head_args: torch.Tensor | None

@@ -54,7 +54,42 @@ class _StepProgram(torch.nn.Module):
         return self.decoder(*inputs)
 
 
-def aot_compile(decoder: torch.nn.Module, weights: torch.nn.Module, example: tuple) -> Callable[..., Any]:
+class AOTStep:
+    """An AOTInductor-compiled step bound to the live tensors of `program` (a `_StepProgram`).
+
+    The library keeps raw pointers to them, so `bind()` (run by `StaticDecoder.start`, once per rollout)
+    re-binds when a tensor was replaced since (`module.to(...)` and back, `load_state_dict(assign=True)`):
+    a replaced tensor's memory may be freed. (Submodules are resolved once: replace a module of a
+    compiled policy and the next rollout needs `StaticDecoder.release`.)"""
+
+    def __init__(self, compiled: Any, program: _StepProgram) -> None:
+        self.compiled = compiled
+        live = dict(program.named_parameters(remove_duplicate=False))
+        live.update(program.named_buffers(remove_duplicate=False))
+        names = list(compiled.get_constant_fqns())
+        captured = [name for name in names if name not in live]
+        if captured:
+            raise RuntimeError(f"the decode step reads tensors that no registered module owns: {captured[:5]}")
+        # (owning module, attribute) per constant: looked up again at each bind, ~1 us a name
+        self.owners = {}
+        for name in names:
+            path, _, attribute = name.rpartition(".")
+            self.owners[name] = (program.get_submodule(path), attribute)
+        self.pointers: tuple[int, ...] = ()
+        self.bind()
+
+    def bind(self) -> None:
+        tensors = {name: getattr(module, attribute) for name, (module, attribute) in self.owners.items()}
+        pointers = tuple(tensor.data_ptr() for tensor in tensors.values())
+        if pointers != self.pointers:
+            self.compiled.load_constants(tensors, check_full_update=True, user_managed=True)
+            self.pointers = pointers
+
+    def __call__(self, *inputs: Any) -> torch.Tensor:
+        return self.compiled(*inputs)
+
+
+def aot_compile(decoder: torch.nn.Module, weights: torch.nn.Module, example: tuple) -> AOTStep:
     """decoder(*example) ahead-of-time compiled for these shapes, its constants bound to live tensors."""
     program_module = _StepProgram(decoder, weights)
     # export traces outside inference mode: example inputs made in a rollout are inference tensors
@@ -66,14 +101,7 @@ def aot_compile(decoder: torch.nn.Module, weights: torch.nn.Module, example: tup
                 program, package_path=os.path.join(folder, "step.pt2")
             )
             compiled = torch._inductor.aoti_load_package(package)
-    live = dict(program_module.named_parameters(remove_duplicate=False))
-    live.update(program_module.named_buffers(remove_duplicate=False))
-    names = compiled.get_constant_fqns()
-    captured = [name for name in names if name not in live]
-    if captured:
-        raise RuntimeError(f"the decode step reads tensors that no registered module owns: {captured[:5]}")
-    compiled.load_constants({name: live[name] for name in names}, check_full_update=True, user_managed=True)
-    return compiled
+    return AOTStep(compiled, program_module)
 
 
 def compile_decoder(decoder: torch.nn.Module, weights: torch.nn.Module, example: tuple) -> Callable[..., Any]:
