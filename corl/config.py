@@ -88,9 +88,10 @@ class RolloutConfig:
                           ("cfg", "cond"))
     max_prompt_length: int = _f(1024, "Prompts longer than this many tokens are cut from the left.")
     max_completion_length: int = _f(512, "Maximum new text tokens per answer.")
-    compile_decode: bool = _f(False, "Run both rollouts' decode step with static shapes through torch.compile "
-                              "(CUDA graphs on GPU). Same samples up to float rounding; the first rollout of "
-                              "each shape compiles (tens of seconds). See benchmarks/rollout.py --compile.")
+    compile_decode: bool = _f(False, "Run both rollouts' decode step with static shapes, compiled: AOTInductor "
+                              "on CPU, torch.compile with CUDA graphs on GPU. Same samples up to float rounding; "
+                              "the first rollout of each shape compiles (tens of seconds). See "
+                              "benchmarks/rollout.py --compile.")
 
 
 @dataclass
