@@ -411,7 +411,8 @@ def left_pad_to_multiple(mask: torch.Tensor, multiple: int, *tensors: torch.Tens
 
 
 class StaticDecoder(torch.nn.Module):
-    """A decode step with the same shapes at every step, for `torch.compile` (CUDA graphs on GPU).
+    """A decode step with the same shapes at every step, for compilation (`step_compiler`: AOTInductor on
+    CPU, torch.compile with CUDA graphs on GPU).
 
     Buffers (registered, so compiled graphs see fixed addresses): keys/values per layer [b, kv_heads,
     capacity, head_dim], the additive attention mask [b, 1, 1, capacity] and rotary tables [b, capacity,
