@@ -64,17 +64,21 @@ class AOTStep:
 
     def __init__(self, compiled: Any, program: _StepProgram) -> None:
         self.compiled = compiled
-        live = dict(program.named_parameters(remove_duplicate=False))
-        live.update(program.named_buffers(remove_duplicate=False))
-        names = list(compiled.get_constant_fqns())
-        captured = [name for name in names if name not in live]
+        # (owning module, attribute) per constant: looked up again at each bind, ~1 us a name
+        self.owners: dict[str, tuple[torch.nn.Module, str]] = {}
+        captured = []
+        for name in compiled.get_constant_fqns():
+            path, _, attribute = name.rpartition(".")
+            try:
+                module = program.get_submodule(path)
+            except AttributeError:
+                module = None
+            if module is None or not isinstance(getattr(module, attribute, None), torch.Tensor):
+                captured.append(name)
+            else:
+                self.owners[name] = (module, attribute)
         if captured:
             raise RuntimeError(f"the decode step reads tensors that no registered module owns: {captured[:5]}")
-        # (owning module, attribute) per constant: looked up again at each bind, ~1 us a name
-        self.owners = {}
-        for name in names:
-            path, _, attribute = name.rpartition(".")
-            self.owners[name] = (program.get_submodule(path), attribute)
         self.pointers: tuple[int, ...] = ()
         self.bind()
 

@@ -297,7 +297,9 @@ def test_a_step_that_does_not_export_falls_back_to_torch_compile(monkeypatch, ca
     policy = JanusPolicy(model, processor)
     eager = policy.rollout_images(["a red circle"], group_size=2, greedy=True, decode=False).image_tokens
     with caplog.at_level("WARNING", logger="corl.policy.step_compiler"):
-        static = policy.rollout_images(["a red circle"], group_size=2, greedy=True, decode=False, compile_decode=True)
+        static = policy.rollout_images(
+            ["a red circle"], group_size=2, greedy=True, decode=False, compile_decode=True
+        )
     assert torch.equal(static.image_tokens, eager)
     assert compiled == [{"fullgraph": True, "dynamic": False, "options": {"cpp_wrapper": True}}]
     assert "could not compile the decode step (RuntimeError: unsupported op)" in caplog.text
@@ -308,8 +310,8 @@ def test_a_step_that_does_not_export_falls_back_to_torch_compile(monkeypatch, ca
 def test_compiled_static_decode_gives_the_same_images(compiler, monkeypatch):
     """The compiled static-shape step (CPU: AOTInductor, or torch.compile with inductor; CUDA graphs on
     GPU), greedy and seeded sampling with top-k (the draw runs inside the compiled step), and sampled
-    answers; then the
-    weights change in place, as an optimizer step changes them, and the same compiled step follows."""
+    answers; then the weights change in place, as an optimizer step changes them, and the same compiled
+    step follows."""
     from corl.policy import step_compiler
 
     monkeypatch.setattr(step_compiler, "CPU_STEP_COMPILER", compiler)
