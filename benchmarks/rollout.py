@@ -53,6 +53,7 @@ from transformers import DynamicCache
 
 from corl.policy import decoding
 from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
+from corl.policy.cpu_linear import onednn_linears
 from corl.policy.loading import default_model_path, load_policy
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
@@ -341,6 +342,10 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
 
     @torch.inference_mode()
     def corl() -> float:
+        with onednn_linears(policy.device, policy.dtype):  # as corl's rollouts run their eager steps
+            return corl_steps()
+
+    def corl_steps() -> float:
         cache = decoding.PreallocatedCache(
             config, rows, depth + steps, dtype=policy.dtype, device=policy.device
         )

@@ -24,14 +24,16 @@ drives every draw, so the same seed, batch and `max_rows` give the same samples.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
+from corl.policy.cpu_linear import onednn_linears
 from corl.policy.decoding import decode_threads, distinct_rows, start_decoding
 from corl.policy.prompts import PromptStyle, encode_generation, encode_understanding
 from corl.policy.records import ImageRollout, TextRollout
@@ -60,11 +62,19 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-def _decode_threads(policy: JanusPolicy, rows: int, *, compiled: bool = False):
-    """`decoding.decode_threads` for this policy's LLM (one CPU thread for eager steps of tiny models, when
-    `decoding.SINGLE_THREAD_DECODE_BELOW` is set)."""
+@contextlib.contextmanager
+def _cpu_decoding(policy: JanusPolicy, rows: int, *, compiled: bool = False) -> Iterator[None]:
+    """The CPU settings of an eager rollout: large float32 linears through oneDNN (`cpu_linear`), and
+    `decoding.decode_threads` (one thread for tiny models, when `decoding.SINGLE_THREAD_DECODE_BELOW` is
+    set). A compiled step keeps the kernels its compiler chose. No-op on GPU."""
     config = policy.model.config.text_config
-    return decode_threads(rows, config.hidden_size, config.intermediate_size, policy.device, compiled=compiled)
+    with contextlib.ExitStack() as stack:
+        if not compiled:
+            stack.enter_context(onednn_linears(policy.device, policy.dtype))
+        stack.enter_context(
+            decode_threads(rows, config.hidden_size, config.intermediate_size, policy.device, compiled=compiled)
+        )
+        yield
 
 
 def _row_chunks(rows: int, max_rows: int | None) -> list[slice]:
@@ -242,7 +252,7 @@ def rollout_images(
     image_tokens = torch.zeros(prompt_ids.shape[0], num_tokens, dtype=torch.long, device=device)  # [R, N]
     chunks = _row_chunks(prompt_ids.shape[0], max_rows)
     batch_rows = (chunks[0].stop - chunks[0].start) * (2 if cfg_weight != 1.0 else 1)
-    with torch.inference_mode(), _decode_threads(policy, batch_rows, compiled=compile_decode):
+    with torch.inference_mode(), _cpu_decoding(policy, batch_rows, compiled=compile_decode):
         for rows in chunks:
             image_tokens[rows, :steps] = _sample_image_tokens(
                 policy,
@@ -366,7 +376,7 @@ def rollout_text(
     with torch.inference_mode():  # vision encoder once per image
         embeds = understanding_embeddings(policy.model, ids, pixel_values)  # [B, P, D]
     pieces = []
-    with torch.inference_mode(), _decode_threads(
+    with torch.inference_mode(), _cpu_decoding(
         policy, chunks[0].stop - chunks[0].start, compiled=compile_decode
     ):
         for rows in chunks:
