@@ -75,13 +75,17 @@ class _OneDNNLinearMode(TorchFunctionMode):
 
 
 @contextmanager
-def onednn_linears(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+def onednn_linears(device: torch.device | str, dtype: torch.dtype, step_macs: int | None = None) -> Iterator[None]:
     """Within: large float32 CPU linears run through oneDNN (see the module docstring). A no-op for other
-    devices and dtypes, where oneDNN is missing, or with ONEDNN_LINEAR_MIN_MACS = None."""
+    devices and dtypes, where oneDNN is missing, with ONEDNN_LINEAR_MIN_MACS = None, or when `step_macs`
+    (the decode step's largest matmul, rows x hidden x intermediate) is under the threshold: a small
+    model's rollout then runs exactly as before, prompt forward included, though some of its calls
+    (a long prompt batch) would pass the per-call test."""
     if (
         torch.device(device).type != "cpu"
         or dtype != torch.float32
         or ONEDNN_LINEAR_MIN_MACS is None
+        or (step_macs is not None and step_macs < ONEDNN_LINEAR_MIN_MACS)
         or not onednn_linear_supported()
     ):
         yield

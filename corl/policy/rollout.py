@@ -16,7 +16,8 @@ Both loops (`corl.policy.decoding`): run under torch.inference_mode (returned te
 of it, so they can enter autograd later); one prompt forward per distinct prompt (the G rows of a
 group share it), a KV cache allocated once (prompt + new tokens), a lean decode step per token,
 preallocated outputs, and left-padding-aware position ids (0 at each row's first real token), the same
-ones `scoring.py` uses, so sampled tokens are scored under exactly the distribution they came from.
+ones `scoring.py` uses, so sampled tokens are scored under the distribution they came from (exactly;
+up to float rounding where large float32 CPU linears run through oneDNN, see `cpu_linear`).
 Note: transformers' image `generate` counts positions from the first (padding) slot instead; for
 prompts without padding the two agree exactly (tested). Seeds: a torch.Generator seeded with `seed`
 drives every draw, so the same seed, batch and `max_rows` give the same samples.
@@ -68,9 +69,10 @@ def _cpu_decoding(policy: JanusPolicy, rows: int, *, compiled: bool = False) -> 
     `decoding.decode_threads` (one thread for tiny models, when `decoding.SINGLE_THREAD_DECODE_BELOW` is
     set). A compiled step keeps the kernels its compiler chose. No-op on GPU."""
     config = policy.model.config.text_config
+    step_macs = rows * config.hidden_size * config.intermediate_size  # the step's largest matmul
     with contextlib.ExitStack() as stack:
         if not compiled:
-            stack.enter_context(onednn_linears(policy.device, policy.dtype))
+            stack.enter_context(onednn_linears(policy.device, policy.dtype, step_macs))
         stack.enter_context(
             decode_threads(rows, config.hidden_size, config.intermediate_size, policy.device, compiled=compiled)
         )

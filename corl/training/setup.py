@@ -186,7 +186,11 @@ def load_trainable_policy(
                     sum(p.numel() for p in params) / 1e6)
     if cfg.model.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs, LoRA and DDP's unused-parameter search.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # newer transformers 5.x name it activation checkpointing (the old name warns; removed in v6)
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.eval()  # no dropout either way; train() is set only around the update when checkpointing
     return TrainablePolicy(policy, peft_model, params)
 

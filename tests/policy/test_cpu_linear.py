@@ -66,11 +66,19 @@ def test_autograd_bfloat16_and_other_devices_are_left_alone(spy):
 
 
 @needs_onednn
-def test_threshold_none_switches_it_off(spy, monkeypatch):
-    monkeypatch.setattr(cpu_linear, "ONEDNN_LINEAR_MIN_MACS", None)
-    with onednn_linears("cpu", torch.float32), torch.inference_mode():
-        torch.nn.Linear(256, 768)(torch.randn(32, 256))
-    assert spy == []
+def test_a_small_models_rollout_or_threshold_none_reroutes_nothing(spy, monkeypatch):
+    layer, inputs = torch.nn.Linear(256, 768), torch.randn(32, 256)  # large enough on its own
+    with torch.inference_mode():
+        with onednn_linears("cpu", torch.float32, step_macs=32 * 128 * 384):  # the Shapes model's step
+            layer(inputs)
+        assert spy == []
+        with onednn_linears("cpu", torch.float32, step_macs=32 * 2048 * 5632):  # Janus-Pro-1B's
+            layer(inputs)
+        assert spy == [(768, 256)]
+        monkeypatch.setattr(cpu_linear, "ONEDNN_LINEAR_MIN_MACS", None)
+        with onednn_linears("cpu", torch.float32):
+            layer(inputs)
+        assert spy == [(768, 256)]
 
 
 @needs_onednn
