@@ -1,15 +1,17 @@
 """Large float32 linear layers of CPU rollouts through oneDNN instead of the BLAS behind `F.linear`.
 
 Why: a decode step is a few dozen matmuls with as many rows as samples (32 for 16 CFG images), and
-PyTorch's CPU wheels run float32 `F.linear` through MKL, which on AMD processors does not take its
-AVX-512 kernels. oneDNN (shipped in the same wheel, `torch.ops.mkldnn._linear_pointwise`, the op
-inductor's CPU backend emits for linears) picks its kernels from the CPU's features. Measured on the
-development machine (AMD EPYC Zen 4, 2 cores, /tmp/s9/mm3.py, 30 calls each): 32 x 2048 -> 2048
-2.93 -> 1.78 ms, 32 x 2048 -> 16384 (the image generation head) 33.3 -> 14.1 ms, 16 x 4096 -> 11008
-30.1 -> 12.1 ms; at the Shapes model's 32 x 128 -> 384 it is no faster (37 vs 39 us), hence the size
+PyTorch's CPU wheels run float32 `F.linear` through MKL, which on the development machine (an AMD EPYC
+Zen 4 with AVX-512) reports a generic code path (MKL_VERBOSE: "Intel(R) Architecture processors") and
+runs the 1B shapes at 73-110 GFLOPS against oneDNN's 160-172. oneDNN (in the same wheel:
+`torch.ops.mkldnn._linear_pointwise`, the op inductor's CPU backend emits for linears) picks its kernels
+from the CPU's features.
+`benchmarks/cpu_linear.py` on that machine (2 threads): 32 x 2048 -> 5632 (Janus-Pro-1B MLP) 7.7 -> 4.6 ms,
+32 x 2048 -> 16384 (image generation head) 29.4 -> 13.5 ms, 16 x 4096 -> 11008 (7B MLP) 30.6 -> 12.1 ms;
+32 x 256 -> 768 gains 1.07x and the Shapes model's 32 x 128 -> 384 loses (0.76x), hence the size
 threshold. bfloat16 linears already go through oneDNN in PyTorch, so only float32 is rerouted.
 
-`onednn_linears(device, dtype)` is a context: inside it, every `F.linear` (so every `nn.Linear`: the
+`onednn_linears(device, dtype, step_macs)` is a context: inside it, every `F.linear` (so every `nn.Linear`: the
 LLM's projections and MLP, the generation head and aligner, the text head) on CPU float32 without
 autograd and with at least `ONEDNN_LINEAR_MIN_MACS` multiply-adds runs through oneDNN. The weights are
 read as they are (no packed copy): an optimizer step is seen by the next rollout. Results equal MKL's up
@@ -31,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 logger = logging.getLogger(__name__)
 
 # Rows x in x out multiply-adds from which a linear goes through oneDNN (see the module docstring:
-# 32 x 256 -> 768 = 6.3M already gains 1.17x, 32 x 128 -> 384 = 1.6M loses 5%). None: never.
+# 32 x 256 -> 768 = 6.3M gains 1.07-1.17x, 32 x 128 -> 384 = 1.6M loses 5-24%). None: never.
 ONEDNN_LINEAR_MIN_MACS: int | None = 1 << 22
 
 
