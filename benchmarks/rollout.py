@@ -53,11 +53,10 @@ from transformers import DynamicCache
 
 from corl.policy import decoding
 from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
-from corl.policy.cpu_linear import onednn_linears
 from corl.policy.loading import default_model_path, load_policy
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
-from corl.policy.rollout import draw_code_with_noise
+from corl.policy.rollout import cpu_decoding, draw_code_with_noise
 from corl.policy.sampling import exponential_noise, positions_from_mask, unconditional_prompt
 from corl.policy.testing import TINY_SIZES, TINY_WORDS, tiny_janus
 from corl.policy.tokenizer import build_processor, build_tokenizer
@@ -342,7 +341,7 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
 
     @torch.inference_mode()
     def corl() -> float:
-        with onednn_linears(policy.device, policy.dtype):  # as corl's rollouts run their eager steps
+        with cpu_decoding(policy, rows):  # the CPU settings corl's rollouts run their eager steps with
             return corl_steps()
 
     def corl_steps() -> float:

@@ -21,7 +21,7 @@ longer bitwise equal to the model's own forward, only to the same forward inside
 
 from __future__ import annotations
 
-import logging
+import functools
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,13 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-logger = logging.getLogger(__name__)
-
 # Rows x in x out multiply-adds from which a linear goes through oneDNN (see the module docstring:
 # 32 x 256 -> 768 = 6.3M gains 1.07-1.17x, 32 x 128 -> 384 = 1.6M loses 5-24%). None: never.
 ONEDNN_LINEAR_MIN_MACS: int | None = 1 << 22
 
 
+@functools.cache
 def onednn_linear_supported() -> bool:
     """oneDNN's linear op is in this PyTorch build and the CPU is x86-64 (where it was measured)."""
     return (

@@ -64,7 +64,7 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
 
 
 @contextlib.contextmanager
-def _cpu_decoding(policy: JanusPolicy, rows: int, *, compiled: bool = False) -> Iterator[None]:
+def cpu_decoding(policy: JanusPolicy, rows: int, *, compiled: bool = False) -> Iterator[None]:
     """The CPU settings of an eager rollout: large float32 linears through oneDNN (`cpu_linear`), and
     `decoding.decode_threads` (one thread for tiny models, when `decoding.SINGLE_THREAD_DECODE_BELOW` is
     set). A compiled step keeps the kernels its compiler chose. No-op on GPU."""
@@ -254,7 +254,7 @@ def rollout_images(
     image_tokens = torch.zeros(prompt_ids.shape[0], num_tokens, dtype=torch.long, device=device)  # [R, N]
     chunks = _row_chunks(prompt_ids.shape[0], max_rows)
     batch_rows = (chunks[0].stop - chunks[0].start) * (2 if cfg_weight != 1.0 else 1)
-    with torch.inference_mode(), _cpu_decoding(policy, batch_rows, compiled=compile_decode):
+    with torch.inference_mode(), cpu_decoding(policy, batch_rows, compiled=compile_decode):
         for rows in chunks:
             image_tokens[rows, :steps] = _sample_image_tokens(
                 policy,
@@ -378,7 +378,7 @@ def rollout_text(
     with torch.inference_mode():  # vision encoder once per image
         embeds = understanding_embeddings(policy.model, ids, pixel_values)  # [B, P, D]
     pieces = []
-    with torch.inference_mode(), _cpu_decoding(
+    with torch.inference_mode(), cpu_decoding(
         policy, chunks[0].stop - chunks[0].start, compiled=compile_decode
     ):
         for rows in chunks:

@@ -110,6 +110,6 @@ def test_rollouts_through_onednn_give_the_same_codes_and_answers(spy, monkeypatc
     assert len(set(want_greedy[0].tolist())) > 3  # a non-degenerate sequence was compared
 
     spy.clear()
-    with rollout._cpu_decoding(policy, rows=4, compiled=True), torch.inference_mode():
+    with rollout.cpu_decoding(policy, rows=4, compiled=True), torch.inference_mode():
         model.model.generation_head(torch.randn(4, llm.hidden_size))
     assert spy == []
