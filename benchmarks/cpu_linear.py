@@ -1,11 +1,11 @@
-"""float32 CPU linears: PyTorch's `F.linear` (MKL) against oneDNN (`corl.policy.cpu_linear`), side by side.
+"""float32 CPU linears: PyTorch's `F.linear` (MKL) against oneDNN (`corl.generation.cpu_linear`), side by side.
 
     .venv/bin/python benchmarks/cpu_linear.py [--threads 2] [--calls 30]
 
 One line per shape (rows x in -> out, as in a decode step: 32 rows = 16 images with CFG), both timed in
 the same process, alternating, median of 5 rounds of `--calls` calls; the ratio aten / oneDNN last. Shows
-whether `ONEDNN_LINEAR_MIN_MACS` suits this machine (MKL does not use AVX-512 on AMD CPUs; on Intel ones
-the two may be close).
+whether the threshold `DecodingConfig.onednn_min_macs` (recipe key `rollout.decoding.onednn_min_macs`)
+suits this machine (MKL does not use AVX-512 on AMD CPUs; on Intel ones the two may be close).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corl.policy import cpu_linear
+from corl.config import DecodingConfig
+from corl.generation import cpu_linear
 
 SHAPES = [  # (rows, in, out)
     (32, 128, 384),  # Shapes model: MLP up projection
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"{torch.get_num_threads()} threads; threshold ONEDNN_LINEAR_MIN_MACS = {cpu_linear.ONEDNN_LINEAR_MIN_MACS}")
+    threshold = DecodingConfig().onednn_min_macs
+    print(f"{torch.get_num_threads()} threads; default threshold DecodingConfig.onednn_min_macs = {threshold}")
     with torch.inference_mode():
         for rows, fan_in, fan_out in SHAPES:
             inputs, weight = torch.randn(rows, fan_in), torch.randn(fan_out, fan_in)

@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/rollout.py [--model shapes|1b|all] [--repeats N] [--threads 2]
         [--prompts 2] [--group-size 8] [--steps N] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
+        [--single-thread-below MACS]
 
 Models: `shapes` = the Shapes base checkpoint (`corl.policy.default_model_path()`) when it exists, else a
 random-weight stand-in at its sizes (48 px, patch 8 -> 36 image tokens, LLM 128 wide x 3 layers);
 `1b` = a Janus-Pro-1B-shaped model with random weights (`JANUS_PRO_1B`: LLM 2048 x 24 layers, 16384 VQ
-codes, 576 image tokens), sampling only `--steps` of the 576 codes (default 16 on CPU) with the real
-grid, cache sizes and heads otherwise.
+codes, 576 image tokens), sampling only `--steps` of the 576 codes (default 16 on CPU; corl's loop through
+`sample_image_codes(num_codes=steps)`) with the real grid and heads otherwise.
 
 The naive loop is the straightforward way, written here on purpose: transformers' DynamicCache grown
 by one token per step through `LlamaModel.forward`, conditional and unconditional rows in one batch
@@ -30,12 +31,15 @@ shared, so compare the two lines of one run, not runs on different days.
 GPU (`--device cuda --dtype bf16 --steps 576`, optionally `--compile` for torch.compile + CUDA graphs
 of corl's decode step) is wired but was not run when this was written (no GPU in that session).
 `--compile` on CPU compiles the step ahead of time with AOTInductor (first rollout: 10-20 s for Shapes).
+`--single-thread-below` sets `DecodingConfig.single_thread_below` (recipe key
+`rollout.decoding.single_thread_below`, off by default) for corl's loop: an eager decode step whose largest
+matmul is under that many multiply-adds runs on one thread; a `corl-all-threads` line then times corl
+with it off, to show how much of the ratio is the thread choice.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -51,13 +55,15 @@ sys.path.insert(0, str(ROOT))
 
 from transformers import DynamicCache
 
-from corl.policy import decoding
+from corl.config import DecodingConfig
+from corl.generation import decoding
+from corl.generation.rollout import cpu_decoding, draw_code_with_noise, sample_image_codes
+from corl.generation.sampling import exponential_noise
 from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus
 from corl.policy.loading import default_model_path, load_policy
+from corl.policy.logits import positions_from_mask, unconditional_prompt
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation
-from corl.policy.rollout import cpu_decoding, draw_code_with_noise
-from corl.policy.sampling import exponential_noise, positions_from_mask, unconditional_prompt
 from corl.policy.testing import TINY_SIZES, TINY_WORDS, tiny_janus
 from corl.policy.tokenizer import build_processor, build_tokenizer
 
@@ -75,9 +81,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def shapes_sizes() -> JanusSizes:
-    """The Shapes base model's sizes (corl.shapes.base_model), or a copy of them if that moved."""
+    """The Shapes base model's sizes (corl.basemodel.pipeline), or a copy of them if that moved."""
     try:
-        from corl.shapes.base_model import shapes_base_sizes
+        from corl.basemodel.pipeline import shapes_base_sizes
 
         return shapes_base_sizes()
     except ImportError:
@@ -186,21 +192,19 @@ def naive_rollout(
     return torch.stack(drawn, dim=1)
 
 
-def single_thread_applies(policy: JanusPolicy, rows: int, compiled: bool) -> bool:
+def single_thread_applies(policy: JanusPolicy, rows: int, settings: DecodingConfig, compiled: bool) -> bool:
     text = policy.model.config.text_config
     return decoding.single_thread_decode(
-        rows, text.hidden_size, text.intermediate_size, policy.device, compiled=compiled
+        rows * text.hidden_size * text.intermediate_size,
+        settings.single_thread_below,
+        policy.device,
+        compiled=compiled,
     )
 
 
-def all_threads(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Run fn with corl's single-thread rule for tiny decode steps switched off."""
-    saved = decoding.SINGLE_THREAD_DECODE_BELOW
-    decoding.SINGLE_THREAD_DECODE_BELOW = 0
-    try:
-        return fn()
-    finally:
-        decoding.SINGLE_THREAD_DECODE_BELOW = saved
+def all_threads(settings: DecodingConfig) -> DecodingConfig:
+    """`settings` with corl's single-thread rule for tiny decode steps switched off."""
+    return replace(settings, single_thread_below=0)
 
 
 def corl_rollout(
@@ -211,17 +215,20 @@ def corl_rollout(
     steps: int,
     seed: int,
     compile_decode: bool = False,
+    settings: DecodingConfig | None = None,
 ) -> torch.Tensor:
-    result = policy.rollout_images(
+    """corl's image rollout without the VQ decoder, the first `steps` codes only -> [R, steps]."""
+    _, _, codes = sample_image_codes(
+        policy,
         captions,
+        num_codes=steps,
         group_size=group_size,
         cfg_weight=cfg_weight,
         seed=seed,
-        decode=False,
-        debug_max_steps=steps if steps < policy.num_image_tokens else None,
         compile_decode=compile_decode,
+        decoding=settings,
     )
-    return result.image_tokens[:, :steps]
+    return codes
 
 
 # --------------------------------------------------------------------------------------- timing
@@ -251,22 +258,23 @@ def bench_model(name: str, policy: JanusPolicy, source: str, args: argparse.Name
         f"({2 * images} rows with CFG w = {args.cfg}), {steps} of {policy.num_image_tokens} codes each, "
         f"{torch.get_num_threads()} threads; {load()}"
     )
+    settings = decoding_settings(args)
     loops = {
         "naive": lambda n: naive_rollout(policy, captions, args.group_size, args.cfg, n, args.seed),
         "corl": lambda n: corl_rollout(
-            policy, captions, args.group_size, args.cfg, n, args.seed, args.compile
+            policy, captions, args.group_size, args.cfg, n, args.seed, args.compile, settings
         ),
     }
     text = policy.model.config.text_config
-    if single_thread_applies(policy, 2 * images, args.compile):
+    if single_thread_applies(policy, 2 * images, settings, args.compile):
         # corl decodes tiny models on one thread; this variant keeps the caller's thread count, to show
         # how much of the ratio is the thread choice and how much the rest
-        loops["corl-all-threads"] = lambda n: all_threads(
-            lambda: corl_rollout(policy, captions, args.group_size, args.cfg, n, args.seed, args.compile)
+        loops["corl-all-threads"] = lambda n: corl_rollout(
+            policy, captions, args.group_size, args.cfg, n, args.seed, args.compile, all_threads(settings)
         )
         print(
             f"   corl decodes on 1 thread here ({2 * images} rows x {text.hidden_size} x "
-            f"{text.intermediate_size} < {decoding.SINGLE_THREAD_DECODE_BELOW} multiply-adds per matmul); "
+            f"{text.intermediate_size} < {settings.single_thread_below} multiply-adds per matmul); "
             "corl-all-threads keeps the thread count"
         )
     for fn in loops.values():  # warm-up (allocator, lazy init; compiles corl's step with --compile)
@@ -341,7 +349,8 @@ def step_times_at_depth(policy: JanusPolicy, args: argparse.Namespace, rows: int
 
     @torch.inference_mode()
     def corl() -> float:
-        with cpu_decoding(policy, rows):  # the CPU settings corl's rollouts run their eager steps with
+        # the CPU settings corl's rollouts run their eager steps with
+        with cpu_decoding(policy, rows, decoding_settings(args)):
             return corl_steps()
 
     def corl_steps() -> float:
@@ -396,6 +405,14 @@ def bench_full_image(policy: JanusPolicy, args: argparse.Namespace, rows: int, p
     return ratio
 
 
+def decoding_settings(args: argparse.Namespace) -> DecodingConfig:
+    """corl's CPU decoding settings for this run: the defaults, with --single-thread-below if given."""
+    settings = DecodingConfig()
+    if args.single_thread_below is not None:
+        settings = replace(settings, single_thread_below=args.single_thread_below)
+    return settings
+
+
 def with_repeats(args: argparse.Namespace, default: int) -> argparse.Namespace:
     """args with --repeats set to `default` when the user gave none (per model: rounds differ in cost)."""
     return argparse.Namespace(**{**vars(args), "repeats": args.repeats or default})
@@ -422,6 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--compile", action="store_true", help="corl: torch.compile the decode step (GPU)")
+    parser.add_argument(
+        "--single-thread-below",
+        type=int,
+        default=None,
+        metavar="MACS",
+        help="corl: DecodingConfig.single_thread_below (default: the config's, "
+        f"{DecodingConfig().single_thread_below} = off); adds a corl-all-threads line where it applies",
+    )
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip the 1-code runs")
     parser.add_argument(
         "--full-image",
@@ -430,7 +455,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    logging.getLogger("corl.policy.rollout").setLevel(logging.ERROR)  # the 1-code runs warn otherwise
     dtype = DTYPES[args.dtype]
     ratios = {}
     if args.model in ("shapes", "all"):

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from corl import trainer as trainer_module
 from corl.config import load_config
-from corl.config_commands import resolve_recipe
+from corl.config import resolve_recipe
 from corl.training.tracking import StageTimer
 
 STAGES = ("unified", "t2i", "mc", "oe")
@@ -128,7 +128,7 @@ def shapes_stand_in(directory: Path) -> Path:
     from corl.policy import JanusPolicy, save_policy
     from corl.policy.architecture import build_janus
     from corl.policy.tokenizer import build_processor, build_tokenizer
-    from corl.shapes.base_model import shapes_base_sizes, shapes_vocabulary
+    from corl.basemodel.pipeline import shapes_base_sizes, shapes_vocabulary
 
     sizes = shapes_base_sizes()
     tokenizer = build_tokenizer(shapes_vocabulary(300))
@@ -143,7 +143,7 @@ def janus_1b_stand_in(directory: Path, dtype: torch.dtype) -> Path:
     from corl.policy import JanusPolicy, save_policy
     from corl.policy.architecture import JANUS_PRO_1B, build_janus
     from corl.policy.tokenizer import build_processor, build_tokenizer
-    from corl.shapes.base_model import shapes_vocabulary
+    from corl.basemodel.pipeline import shapes_vocabulary
 
     tokenizer = build_tokenizer(shapes_vocabulary(300))
     processor = build_processor(tokenizer, JANUS_PRO_1B.image_size, patch_size=JANUS_PRO_1B.patch_size)
@@ -243,12 +243,14 @@ def print_table(results: list[dict], device: str) -> None:
 def logps_memory(args: argparse.Namespace) -> None:
     """Peak memory and time of image log-probs at the Janus-Pro-1B head (2048 -> 16384 codes): the
     generation head + CFG + log-softmax over N = 576 positions of random LLM states, chunked (corl's
-    default, LOGITS_CHUNK_BYTES) vs in one piece, without grad (pi_old / pi_ref) and with grad."""
+    default, `train.logits_chunk_mb` = corl.config.LOGITS_CHUNK_MB) vs in one piece, without grad
+    (pi_old / pi_ref) and with grad."""
     from types import SimpleNamespace
 
     from transformers import JanusVQVAEConfig
     from transformers.models.janus.modeling_janus import JanusVQVAEHead
 
+    from corl.config import LOGITS_CHUNK_MB
     from corl.policy import scoring
 
     torch.manual_seed(0)
@@ -260,18 +262,17 @@ def logps_memory(args: argparse.Namespace) -> None:
     hidden = torch.randn(2 * rows, positions, 2048)
     targets = torch.randint(0, 16384, (rows, positions))
     sampler = PeakSampler()
-    default = scoring.LOGITS_CHUNK_BYTES
     print(f"\nimage log-probs at the 1B head: {rows} images (x2 CFG rows) x {positions} codes x 16384")
     for grad in (False, True):
-        for label, budget in (("one piece", 1 << 62), ("chunked", default)):
-            scoring.LOGITS_CHUNK_BYTES = budget
+        for label, chunk_mb in (("one piece", 1 << 40), ("chunked", LOGITS_CHUNK_MB)):
             states = hidden.clone().requires_grad_(grad)
             base = rss_bytes()
             sampler.reset()
             start = time.perf_counter()
             with torch.set_grad_enabled(grad):
                 logps, entropy = scoring._chunked_score(
-                    lambda h: scoring._image_head(policy, h, 5.0), states, targets, 1.0, True, 16384
+                    lambda h: scoring._image_head(policy, h, 5.0), states, targets, 1.0, True, 16384,
+                    chunk_mb,
                 )
                 if grad:
                     logps.sum().backward()
@@ -282,7 +283,6 @@ def logps_memory(args: argparse.Namespace) -> None:
                 f"inputs, {seconds:.1f}s"
             )
             del logps, entropy, states
-    scoring.LOGITS_CHUNK_BYTES = default
     sampler.close()
 
 

@@ -1,5 +1,5 @@
 """Pure tensor math of CoRL's GRPO: group advantages, unified (t2i + mm2t) advantages, the clipped
-policy loss with its four aggregations, the k3 KL estimator and a chunked entropy metric.
+policy loss with its four aggregations and the k3 KL estimator.
 
 No model, no config objects, no I/O: every function takes tensors (or plain numbers) and returns
 tensors (or plain numbers), so the trainer stays a readable loop and this file can be tested with
@@ -36,19 +36,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 
+from corl.config import LOSS_TYPES, SCALE_REWARDS_MODES, UNIFIED_MODES
+
 logger = logging.getLogger(__name__)
 
-ScaleRewards = Literal["group", "batch", "none"]
-UnifiedMode = Literal["joint_reward", "joint_advantage", "separate"]
-LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 
-SCALE_REWARDS_MODES: tuple[str, ...] = ("group", "batch", "none")
-UNIFIED_MODES: tuple[str, ...] = ("joint_reward", "joint_advantage", "separate")
-LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 # A group whose valid rewards have a std at or below this counts as "zero std". Rewards are O(1)
 # scores; float32 rounding noise of sums like 0.1 + 0.2 is ~1e-8, real differences are far larger.
@@ -84,9 +79,8 @@ def _normalize_scale_rewards(scale_rewards: str | bool) -> str:
 def group_advantages(
     rewards: torch.Tensor | Sequence[float | None],
     num_generations: int,
-    scale_rewards: ScaleRewards | bool = "group",
+    scale_rewards: str | bool = "group",
     eps: float = 1e-4,
-    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Group-relative advantages (GRPO).
 
@@ -97,7 +91,6 @@ def group_advantages(
             "batch" -> (r - group mean) / (batch std + eps), batch std over every valid reward given;
             "none" -> r - group mean. Booleans True/False mean "group"/"none" (as in TRL).
         eps: added to the std before dividing (TRL: 1e-4).
-        valid: optional [B*G] bool mask; False rows are treated as missing rewards.
 
     Returns:
         advantages: [B*G] float32 on the rewards' device (CPU for a list). Missing-reward rows and
@@ -121,10 +114,6 @@ def group_advantages(
     if torch.isinf(r).any():
         raise ValueError("rewards contain +-inf; use None/NaN for a missing reward")
     is_valid = ~torch.isnan(r)
-    if valid is not None:
-        if valid.shape != r.shape:
-            raise ValueError(f"valid must have shape {tuple(r.shape)}, got {tuple(valid.shape)}")
-        is_valid = is_valid & valid.to(device=r.device, dtype=torch.bool)
 
     num_groups = r.numel() // num_generations
     r_g = torch.where(is_valid, r, torch.zeros_like(r)).view(num_groups, num_generations)  # [B, G]
@@ -165,9 +154,9 @@ def unified_advantages(
     rewards_t2i: torch.Tensor | Sequence[float | None],
     rewards_mm2t: torch.Tensor | Sequence[float | None],
     num_generations: int,
-    mode: UnifiedMode = "joint_reward",
+    mode: str = "joint_reward",
     lam: float = 0.8,
-    scale_rewards: ScaleRewards | bool = "group",
+    scale_rewards: str | bool = "group",
     eps: float = 1e-4,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Advantages for CoRL's unified stage 1, where row i of prompt b holds image i (t2i) and answer i (mm2t).
@@ -284,7 +273,7 @@ def policy_loss(
     advantages: torch.Tensor,
     completion_mask: torch.Tensor,
     *,
-    loss_type: LossType = "grpo",
+    loss_type: str = "grpo",
     epsilon: float = 0.2,
     epsilon_high: float | None = None,
     beta: float = 0.0,
@@ -418,43 +407,3 @@ def policy_loss(
         if per_token_kl is not None:
             metrics["kl"] = masked_mean(per_token_kl, mask)
     return loss, metrics
-
-
-# --------------------------------------------------------------------------------------------------
-# Entropy (a metric)
-# --------------------------------------------------------------------------------------------------
-
-
-def per_token_entropy(logits: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
-    """Entropy of the softmax at each position: [N, T, V] -> [N, T] float32, no gradient.
-
-    Processed ``chunk_size`` rows at a time, so the float32 copy of the logits that softmax needs is
-    [chunk_size, T, V] rather than [N, T, V]. Entries with -inf logits (masked-out vocabulary) count
-    as probability 0 without producing NaN.
-    """
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be [N, T, V], got shape {tuple(logits.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    out = torch.empty(logits.shape[:2], dtype=torch.float32, device=logits.device)
-    with torch.no_grad():
-        for start in range(0, logits.shape[0], chunk_size):
-            chunk = logits[start : start + chunk_size].float()  # [c, T, V]
-            logp = torch.log_softmax(chunk, dim=-1)
-            p = logp.exp()
-            # p * logp is 0 * -inf = NaN where p == 0; that term of the entropy is 0.
-            plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
-            out[start : start + chunk_size] = -plogp.sum(dim=-1)
-    return out
-
-
-def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
-    """Mean entropy over valid positions: logits [N, T, V], mask [N, T] -> 0-dim float32 (no grad).
-
-    Positions outside ``mask`` are ignored whatever their logits; an empty mask gives 0.
-    """
-    if mask.shape != logits.shape[:2]:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != logits [N, T] {tuple(logits.shape[:2])}")
-    entropies = per_token_entropy(logits, chunk_size)
-    mask_b = mask.to(torch.bool)
-    return masked_mean(torch.where(mask_b, entropies, torch.zeros_like(entropies)), mask_b)

@@ -23,7 +23,21 @@ from typing import Any
 
 import yaml
 
+# The Shapes world owns its default split (it imports nothing from the rest of corl).
+from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE as SHAPES_IMAGE_SIZE
+from corl.shapes.dataset_defaults import DEFAULT_N_TEST as SHAPES_N_TEST
+from corl.shapes.dataset_defaults import DEFAULT_N_TRAIN as SHAPES_N_TRAIN
+from corl.shapes.dataset_defaults import DEFAULT_SEED as SHAPES_SEED
+
 STAGES = ("unified", "t2i", "mc", "oe", "mm2t")
+# Valid choices of the GRPO knobs (corl.algos validates against these too).
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS_MODES = ("group", "batch", "none")
+UNIFIED_MODES = ("joint_reward", "joint_advantage", "separate")
+# Janus-Pro's classifier-free guidance weight for image sampling (rollouts, evaluation, `corl generate`).
+DEFAULT_CFG_WEIGHT = 5.0
+# Largest float32 logits tensor [rows, positions, vocab], in MiB, that log-prob scoring builds at once.
+LOGITS_CHUNK_MB = 256
 
 
 def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -69,11 +83,26 @@ class DataConfig:
                            "[category, question_type]): every window of consecutive steps then holds them in the "
                            "dataset's proportions, so reward curves follow learning, not the prompt mix. Empty: a "
                            "plain shuffle.")
-    shapes_n_train: int = _f(2000, "Rows in the train split when the Shapes world is built on first use.")
-    shapes_n_test: int = _f(300, "Rows in the test split when the Shapes world is built on first use.")
-    shapes_image_size: int = _f(48, "Render size in pixels of the Shapes world.")
-    shapes_seed: int = _f(0, "Seed of the Shapes world build (kept apart from `seed`, so runs with different "
+    shapes_n_train: int = _f(SHAPES_N_TRAIN, "Rows in the train split when the Shapes world is built on first use.")
+    shapes_n_test: int = _f(SHAPES_N_TEST, "Rows in the test split when the Shapes world is built on first use.")
+    shapes_image_size: int = _f(SHAPES_IMAGE_SIZE, "Render size in pixels of the Shapes world.")
+    shapes_seed: int = _f(SHAPES_SEED, "Seed of the Shapes world build (kept apart from `seed`, so runs with different "
                           "training seeds share one dataset and one held-out split).")
+
+
+@dataclass
+class DecodingConfig:
+    cpu_compiler: str = _f("aot", "Compiler of the static decode step on CPU (rollout.compile_decode): aot "
+                           "(AOTInductor, the fastest measured) or inductor (torch.compile with its C++ "
+                           "wrapper); a step that does not export falls back to inductor with a warning. GPUs "
+                           "always use torch.compile with CUDA graphs.", ("aot", "inductor"))
+    onednn_min_macs: int = _f(1 << 22, "Eager CPU float32 rollouts send F.linear calls of at least this many "
+                              "multiply-adds (rows x in x out) to oneDNN instead of MKL, when the decode step's "
+                              "largest matmul passes it too (benchmarks/cpu_linear.py shows where it pays). "
+                              "0: never.")
+    single_thread_below: int = _f(0, "An eager CPU decode step whose largest matmul (rows x hidden x "
+                                  "intermediate) is under this many multiply-adds runs on one intra-op thread "
+                                  "(pays on loaded shared CPUs; benchmarks/rollout.py measures it). 0: off.")
 
 
 @dataclass
@@ -82,7 +111,7 @@ class RolloutConfig:
     temperature: float = _f(1.0, "Sampling temperature for both tasks' rollouts.")
     top_k: int = _f(0, "Top-k filter for sampling (0: off).")
     top_p: float = _f(1.0, "Nucleus filter for text sampling (1.0: off).")
-    cfg_weight: float = _f(5.0, "Classifier-free guidance weight for image rollouts (the paper: 5).")
+    cfg_weight: float = _f(DEFAULT_CFG_WEIGHT, "Classifier-free guidance weight for image rollouts (the paper: 5).")
     image_logps: str = _f("cfg", "How image tokens are scored in the loss: 'cfg' (log-softmax of the guided logits "
                           "they were sampled from) or 'cond' (conditional branch only, as published code did).",
                           ("cfg", "cond"))
@@ -92,6 +121,8 @@ class RolloutConfig:
                               "on CPU, torch.compile with CUDA graphs on GPU. Same samples up to float rounding; "
                               "the first rollout of each shape compiles (tens of seconds). See "
                               "benchmarks/rollout.py --compile.")
+    decoding: DecodingConfig = field(default_factory=DecodingConfig,
+                                     metadata={"help": "CPU decoding settings of the rollouts."})
 
 
 @dataclass
@@ -101,12 +132,12 @@ class GRPOConfig:
     epsilon: float = _f(0.2, "Lower clipping range of the probability ratio.")
     epsilon_high: float = _f(0.2, "Upper clipping range (DAPO's clip-higher when > epsilon).")
     loss_type: str = _f("grpo", "Loss aggregation: grpo (per-sequence token mean), bnpo, dr_grpo, dapo.",
-                        ("grpo", "bnpo", "dr_grpo", "dapo"))
-    scale_rewards: str = _f("group", "Advantage scaling: by group std, batch std, or none.", ("group", "batch", "none"))
+                        LOSS_TYPES)
+    scale_rewards: str = _f("group", "Advantage scaling: by group std, batch std, or none.", SCALE_REWARDS_MODES)
     num_iterations: int = _f(1, "Policy updates per rollout batch (>1 keeps rollout-time log-probs as pi_old).")
     unified_mode: str = _f("joint_reward", "Unified stage only. joint_reward: R = R_t2i + lambda R_mm2t, one "
                            "advantage for both (paper); joint_advantage: A = A_t2i + lambda A_mm2t; separate.",
-                           ("joint_reward", "joint_advantage", "separate"))
+                           UNIFIED_MODES)
     unified_lambda: float = _f(0.8, "lambda weighting the understanding side in the unified modes.")
 
 
@@ -157,6 +188,9 @@ class TrainConfig:
     report_to: list = _f([], "Extra loggers: tensorboard, wandb.")
     eval_steps: int = _f(0, "Evaluate on the held-out split every N steps (0: off; Shapes data only, main process).")
     eval_max_rows: int = _f(32, "Held-out rows scored by each in-training evaluation (0: all).")
+    logits_chunk_mb: int = _f(LOGITS_CHUNK_MB, "Log-prob scoring runs the heads over chunks of positions whose float32 "
+                              "logits stay under this many MiB (with activation checkpointing per chunk under "
+                              "autograd), so the [rows, positions, vocab] logits never exist at once.")
     log_rollouts: bool = _f(False, "Write each rank's row indices, rollout seeds, completions and rewards per step "
                             "to OUT/rollouts/rank{R}.jsonl (debugging; the images themselves are not written).")
 
@@ -257,14 +291,33 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     return obj
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
+def deep_merge(base: dict, top: dict, whole: tuple[str, ...] = ()) -> dict:
+    """`top` over `base`, mappings merged key by key (recursively), except the keys in `whole`, whose
+    value `top` replaces entirely."""
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "column_map":
-            out[key] = _deep_merge(out[key], value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in whole:
+            out[key] = deep_merge(out[key], value, whole)
         else:
             out[key] = value
     return out
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes (repo checkout or editable install)."""
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def resolve_recipe(name: str) -> Path:
+    """A recipe path, or a shipped recipe name like `shapes-tiny/unified`."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = recipes_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.is_file():
+        return shipped
+    known = sorted(str(p.relative_to(recipes_dir()))[:-5] for p in recipes_dir().glob("*/*.yaml"))
+    raise FileNotFoundError(f"no recipe '{name}'; shipped recipes: {', '.join(known) or 'none found'}")
 
 
 def read_recipe(path: str | Path, _seen: tuple = ()) -> dict:
@@ -279,7 +332,8 @@ def read_recipe(path: str | Path, _seen: tuple = ()) -> dict:
         raise ValueError(f"{path}: a recipe must be a YAML mapping")
     parent = raw.pop("inherit", None)
     if parent:
-        raw = _deep_merge(read_recipe(path.parent / parent, _seen + (path,)), raw)
+        # a column_map names the whole mapping of a dataset: an inheriting recipe's replaces its parent's
+        raw = deep_merge(read_recipe(path.parent / parent, _seen + (path,)), raw, whole=("column_map",))
     return raw
 
 

@@ -35,7 +35,6 @@ Plumbing choices:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -381,51 +380,3 @@ def _replace_dir(tmp: Path, out: Path) -> None:
     os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------
-
-
-def _run(args: argparse.Namespace) -> int:
-    report = merge_checkpoints(
-        args.a,
-        args.b,
-        args.out,
-        method=args.method,
-        alpha=args.alpha,
-        base=args.base,
-        lam=args.lam,
-        overwrite=args.overwrite,
-    )
-    line = (
-        f"merged {report.n_tensors} tensors ({report.n_parameters / 1e6:.2f}M parameters) into {report.out}"
-    )
-    if report.inside_fraction is not None:
-        line += f"; {report.inside_fraction:.1%} of task-vector entries averaged, the rest added whole"
-    print(line)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "merge",
-        help="merge two refined checkpoints (e.g. MC and OE) into one",
-        description="Merge two save_pretrained checkpoints with safetensors weights. 'average': alpha*A + "
-        "(1-alpha)*B. 'gaussian': the paper's Gaussian weight merging of task vectors relative to "
-        "--base (entries within lam stds of the mean are averaged, outliers kept whole).",
-    )
-    p.add_argument(
-        "--a", required=True, help="first checkpoint directory (its config/processor files are copied)"
-    )
-    p.add_argument("--b", required=True, help="second checkpoint directory")
-    p.add_argument("--base", default=None, help="checkpoint both were refined from (required for gaussian)")
-    p.add_argument("--method", choices=METHODS, default="average", help="merge rule (default: average)")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of A (B gets 1-alpha); default 0.5")
-    p.add_argument(
-        "--lam", type=float, default=2.0, help="gaussian: band half-width in stds (default 2, as upstream)"
-    )
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.set_defaults(func=_run, _parser=p)

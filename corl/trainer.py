@@ -11,19 +11,15 @@ One optimizer step, read top to bottom in `train`:
        advantages      unified stage: corl.algos.unified_advantages (joint_reward | joint_advantage |
                        separate, lambda); refined stages: corl.algos.group_advantages
        log-probs       pi_old at rollout time (num_iterations > 1) and pi_ref (beta > 0), no grad
-  2. optimize: per micro-batch one forward of both heads through the (DDP-wrapped) PolicyLogps module,
+  2. optimize: per micro-batch one forward of the stage's tasks through the (DDP-wrapped) PolicyLogps module,
      loss = loss_t2i + loss_mm2t (corl.algos.policy_loss, clipped surrogate + beta * k3 KL), backward;
      then gradient clipping, AdamW step, schedule step.
   3. metrics (reduced over ranks) -> OUT/metrics.jsonl, samples every train.sample_steps, checkpoints.
 
 Stages: unified trains both tasks on the same rows (row i: image i of the caption and answer i of the
 question, paired by generation index for the joint modes); t2i trains generation only; mc / oe train
-understanding only. Choices taken (see DESIGN.md):
-- Images are never "truncated": an image always has exactly N codes and its completion_mask is all ones
-  (checked on every rollout), so image rewards always reach the loss.
-- Image tokens are scored with the CFG-guided distribution they were sampled from (rollout.image_logps
-  = cfg) or the conditional branch only (= cond): an explicit choice, logged at start and written to the
-  metrics header.
+understanding only. The tasks themselves (rollout, reward inputs, log-probs) are `corl.tasks` objects;
+this loop never branches on which task it holds. Choices taken (the tasks' own are in `corl.tasks`):
 - Groups never cross ranks: each rank scores and normalizes its own groups; metrics are gathered.
   scale_rewards="batch" therefore uses the std of the rank's micro-batch.
 - num_iterations = k > 1 reuses one rollout batch for k optimizer steps with pi_old fixed at rollout time
@@ -53,10 +49,11 @@ from tqdm.auto import tqdm
 from corl.algos import group_advantages, policy_loss, unified_advantages
 from corl.config import CorlConfig, dump_yaml, to_dict
 from corl.data import EpochSampler, collate_rows, strata_of
-from corl.policy import JanusPolicy, scoring
+from corl.policy.policy import JanusPolicy
+from corl.tasks import MM2T, T2I, Task, tasks_of
 from corl.training import checkpoint as ckpt
+from corl.training.batches import MicroBatch, StepBatch
 from corl.training.evaluation import ShapesEvaluator
-from corl.training.records import MM2T, T2I, TASKS_OF_STAGE, MicroBatch, StepBatch, TaskBatch
 from corl.training.samples import write_samples
 from corl.training.setup import (
     Reference,
@@ -73,17 +70,13 @@ from corl.training.setup import (
 from corl.training.tracking import (
     MetricsLogger,
     StageTimer,
-    gather_rows,
     mean_across_ranks,
-    nan_stats,
     reward_summary,
+    rollout_metrics,
     sum_across_ranks,
 )
 
 logger = logging.getLogger(__name__)
-
-TASK_INDEX = {T2I: 0, MM2T: 1}  # part of the rollout seed
-
 
 @dataclass
 class TrainResult:
@@ -100,64 +93,28 @@ class TrainResult:
 
 
 class PolicyLogps(torch.nn.Module):
-    """Per-token log-probs (and entropies) of both heads behind one `forward`.
+    """Per-token log-probs (and entropies) of the stage's tasks behind one `forward`.
 
     DDP / FSDP / DeepSpeed wrap this module: gradient synchronization only sees passes that go through
     the wrapper's forward, and the scoring code calls Janus' sub-modules directly, so the wrapper must
     sit above it. Both tasks of a unified micro-batch go through one forward (one backward per forward).
     """
 
-    def __init__(self, policy: JanusPolicy, image_cfg_weight: float | None, temperature: float) -> None:
+    def __init__(self, policy: JanusPolicy, tasks: dict[str, Task]) -> None:
         super().__init__()
         self.janus = policy.model
         self._policy = (policy,)  # not a module: kept in a tuple so it is not registered twice
-        self.image_cfg_weight = image_cfg_weight
-        self.temperature = temperature
+        self._tasks = tasks
 
-    def forward(self, image: dict[str, torch.Tensor] | None = None,
-                text: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, **inputs: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """inputs: task name -> its `score_inputs`. Returns task name -> (logps, entropy), each [R, T]."""
         policy = self._policy[0]
-        out = {}
-        if image is not None:  # logps, entropy: [R, N] each
-            out[T2I] = scoring.image_token_logps(
-                policy, image["prompt_ids"], image["prompt_mask"], image["image_tokens"], self.image_cfg_weight,
-                temperature=self.temperature, return_entropy=True,
-            )
-        if text is not None:  # logps, entropy: [R, C] each
-            out[MM2T] = scoring.text_token_logps(
-                policy, text["prompt_ids"], text["prompt_mask"], text["pixel_values"], text["completion_ids"],
-                text["completion_mask"], temperature=self.temperature, return_entropy=True,
-            )
-        return out
+        return {name: self._tasks[name].logps(policy, tensors, return_entropy=True) for name, tensors in inputs.items()}
 
 
-def forward_inputs(micro_batch: MicroBatch) -> dict[str, dict[str, torch.Tensor] | None]:
-    """The tensors PolicyLogps.forward needs, per task (None for a task the stage does not train)."""
-    inputs: dict[str, dict[str, torch.Tensor] | None] = {"image": None, "text": None}
-    if T2I in micro_batch.tasks:
-        r = micro_batch.tasks[T2I].rollout
-        inputs["image"] = {"prompt_ids": r.prompt_ids, "prompt_mask": r.prompt_mask, "image_tokens": r.image_tokens}
-    if MM2T in micro_batch.tasks:
-        r = micro_batch.tasks[MM2T].rollout
-        inputs["text"] = {"prompt_ids": r.prompt_ids, "prompt_mask": r.prompt_mask, "pixel_values": r.pixel_values,
-                          "completion_ids": r.completion_ids, "completion_mask": r.completion_mask}
-    return inputs
-
-
-def task_logps(policy: JanusPolicy, batch: TaskBatch, cfg: CorlConfig) -> torch.Tensor:
-    """No-grad log-probs of a task's sampled tokens under `policy` -> [R, T] (pi_old or pi_ref)."""
-    r = batch.rollout
-    temperature = cfg.rollout.temperature
-    if batch.task == T2I:
-        return scoring.image_token_logps(policy, r.prompt_ids, r.prompt_mask, r.image_tokens,
-                                         image_cfg_weight(cfg), temperature=temperature)
-    return scoring.text_token_logps(policy, r.prompt_ids, r.prompt_mask, r.pixel_values, r.completion_ids,
-                                    r.completion_mask, temperature=temperature)
-
-
-def image_cfg_weight(cfg: CorlConfig) -> float | None:
-    """rollout.image_logps: 'cfg' scores the guided distribution (weight w), 'cond' the conditional one."""
-    return cfg.rollout.cfg_weight if cfg.rollout.image_logps == "cfg" else None
+def score_inputs(tasks: dict[str, Task], micro_batch: MicroBatch) -> dict[str, dict[str, torch.Tensor]]:
+    """What PolicyLogps.forward takes for a micro-batch: each task's tensors, in the stage's task order."""
+    return {name: tasks[name].score_inputs(batch) for name, batch in micro_batch.tasks.items()}
 
 
 # ----------------------------------------------------------------------------------------- the run
@@ -178,7 +135,7 @@ class Run:
     dataset: Any  # datasets.Dataset of training rows
     samplers: list  # one EpochSampler per micro-batch index
     rewards: dict  # task -> RewardSet
-    tasks: tuple[str, ...]
+    tasks: dict[str, Task]  # the stage's tasks by name, in running order
     total_steps: int
     timer: StageTimer
     rollout_log: Any = None  # open file of OUT/rollouts/rank{R}.jsonl when train.log_rollouts
@@ -249,7 +206,8 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     rewards = build_rewards(cfg, trainable.policy, device)
     optimizer = build_optimizer(cfg, trainable.parameters)
     scheduler = build_scheduler(cfg, optimizer, total_steps)
-    module = PolicyLogps(trainable.policy, image_cfg_weight(cfg), cfg.rollout.temperature)
+    tasks = tasks_of(cfg)
+    module = PolicyLogps(trainable.policy, tasks)
     module, optimizer = accelerator.prepare(module, optimizer)  # the scheduler is stepped by hand, once per step
 
     state = None
@@ -263,7 +221,7 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
                            state.total_steps, total_steps, state.step)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     run = Run(cfg, out_dir, accelerator, trainable, module, reference, optimizer, scheduler, loaded.dataset,
-              samplers, rewards, TASKS_OF_STAGE[cfg.stage], total_steps, StageTimer(sync_cuda=device.type == "cuda"))
+              samplers, rewards, tasks, total_steps, StageTimer(sync_cuda=device.type == "cuda"))
     if cfg.train.log_rollouts:
         path = out_dir / "rollouts" / f"rank{accelerator.process_index}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,37 +258,10 @@ def full_parameters(run: Run):
 # ---------------------------------------------------------------------------------- 1. collecting
 
 
-def rollout_seed(cfg: CorlConfig, data_step: int, rank: int, micro: int, task: str) -> int:
+def rollout_seed(cfg: CorlConfig, data_step: int, rank: int, micro: int, task: Task) -> int:
     """A sampling seed that differs across ranks, micro-batches, tasks and steps, and is reproducible."""
-    entropy = [cfg.seed, data_step, rank, micro, TASK_INDEX[task]]
+    entropy = [cfg.seed, data_step, rank, micro, task.seed_index]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
-
-
-def rollout_images(run: Run, rows: dict[str, list], seed: int) -> TaskBatch:
-    """B captions x G images -> TaskBatch with completion_ids = image codes [R, N], mask all ones."""
-    r = run.cfg.rollout
-    rollout = run.policy.rollout_images(
-        rows["prompt"], group_size=r.num_generations, cfg_weight=r.cfg_weight, temperature=r.temperature,
-        top_k=r.top_k or None, seed=seed, compile_decode=r.compile_decode,
-    )
-    num_tokens = run.policy.num_image_tokens
-    if rollout.image_tokens.shape[1] != num_tokens or rollout.sampled_steps != num_tokens:
-        raise RuntimeError(f"an image rollout returned {rollout.sampled_steps} of {num_tokens} codes")
-    # Every image is complete by construction: all N codes count. (Treating "reached the maximum length"
-    # as truncation would zero every image reward; see DESIGN.md's pitfalls.)
-    mask = torch.ones_like(rollout.image_tokens)  # [R, N]
-    return TaskBatch(T2I, rollout, rollout.image_tokens, mask, seed)
-
-
-def rollout_answers(run: Run, rows: dict[str, list], seed: int) -> TaskBatch:
-    """B (real image, question) x G answers -> TaskBatch with completion_ids [R, C] (mask up to EOS)."""
-    r = run.cfg.rollout
-    rollout = run.policy.rollout_text(
-        rows["image"], rows["question"], group_size=r.num_generations, max_new_tokens=r.max_completion_length,
-        temperature=r.temperature, top_k=r.top_k or None, top_p=r.top_p if r.top_p < 1.0 else None, seed=seed,
-        compile_decode=r.compile_decode,
-    )
-    return TaskBatch(MM2T, rollout, rollout.completion_ids, rollout.completion_mask, seed)
 
 
 def score_rewards(run: Run, micro_batch: MicroBatch) -> None:
@@ -339,10 +270,7 @@ def score_rewards(run: Run, micro_batch: MicroBatch) -> None:
     # Dataset columns expanded to one value per generated row (row r belongs to prompt r // G).
     columns = {name: [v for v in values for _ in range(group)] for name, values in micro_batch.rows.items()}
     for task, batch in micro_batch.tasks.items():
-        if task == T2I:
-            prompts, completions = batch.rollout.captions, batch.rollout.images
-        else:
-            prompts, completions = batch.rollout.questions, batch.rollout.texts
+        prompts, completions = run.tasks[task].reward_inputs(batch)
         batch.reward_batch = run.rewards[task](prompts, completions, **columns)
         batch.rewards = torch.tensor([math.nan if v is None else v for v in batch.reward_batch.total],
                                      dtype=torch.float32)
@@ -376,12 +304,13 @@ def assign_advantages(run: Run, micro_batch: MicroBatch) -> None:
 def reference_and_old_logps(run: Run, micro_batch: MicroBatch) -> None:
     """pi_old at rollout time (only when num_iterations > 1; else the loss uses the detached current
     log-probs) and pi_ref (only when beta > 0)."""
-    for batch in micro_batch.tasks.values():
+    for name, batch in micro_batch.tasks.items():
+        task = run.tasks[name]
         if run.cfg.grpo.num_iterations > 1:
-            batch.old_logps = task_logps(run.policy, batch, run.cfg)
+            batch.old_logps = task.logps(run.policy, task.score_inputs(batch))
         if run.reference is not None:
             with run.reference.active() as ref_policy:
-                batch.ref_logps = task_logps(ref_policy, batch, run.cfg)
+                batch.ref_logps = task.logps(ref_policy, task.score_inputs(batch))
 
 
 @torch.no_grad()
@@ -395,14 +324,10 @@ def collect_batch(run: Run, data_step: int) -> StepBatch:
         for micro, sampler in enumerate(run.samplers):
             indices = sampler.indices(epoch, step_in_epoch)
             micro_batch = MicroBatch(indices, collate_rows(run.dataset, indices))
-            if T2I in run.tasks:
-                with timer("image_rollout"):
-                    seed = rollout_seed(run.cfg, data_step, rank, micro, T2I)
-                    micro_batch.tasks[T2I] = rollout_images(run, micro_batch.rows, seed)
-            if MM2T in run.tasks:
-                with timer("text_rollout"):
-                    seed = rollout_seed(run.cfg, data_step, rank, micro, MM2T)
-                    micro_batch.tasks[MM2T] = rollout_answers(run, micro_batch.rows, seed)
+            for name, task in run.tasks.items():
+                with timer(task.timer_name):
+                    seed = rollout_seed(run.cfg, data_step, rank, micro, task)
+                    micro_batch.tasks[name] = task.rollout(run.policy, micro_batch.rows, seed)
             with timer("rewards"):
                 score_rewards(run, micro_batch)
             assign_advantages(run, micro_batch)
@@ -423,7 +348,7 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
     """One optimizer step over the micro-batches of `batch`; returns this rank's update metrics."""
     cfg, accelerator = run.cfg, run.accelerator
     g = cfg.grpo
-    max_length = {T2I: run.policy.num_image_tokens, MM2T: cfg.rollout.max_completion_length}
+    max_length = {name: task.max_completion_length(run.policy) for name, task in run.tasks.items()}
     sums: dict[str, float] = defaultdict(float)
     num_micro = len(batch.micro_batches)
     model = run.policy.model
@@ -434,7 +359,7 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
         sync = contextlib.nullcontext() if i == num_micro - 1 else accelerator.no_sync(run.module)
         with sync:
             with accelerator.autocast():
-                out = run.module(**forward_inputs(micro_batch))
+                out = run.module(**score_inputs(run.tasks, micro_batch))
             loss = 0.0
             for task, (logps, entropy) in out.items():
                 b = micro_batch.tasks[task]
@@ -477,51 +402,6 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
 # ------------------------------------------------------------------------------------- 3. metrics
 
 
-def rollout_metrics(run: Run, batch: StepBatch) -> dict[str, float]:
-    """Reward, advantage and completion statistics of a rollout batch over every rank (collective)."""
-    acc = run.accelerator
-    out: dict[str, float] = {}
-    for task in run.tasks:
-        batches = batch.task_batches(task)
-        totals = gather_rows(acc, torch.cat([b.rewards for b in batches]))  # [world * rows], NaN = masked
-        out[f"reward/{task}/mean"], out[f"reward/{task}/std"] = nan_stats(totals)
-        out[f"reward_masked/{task}"] = float(torch.isnan(totals).sum())
-        first = batches[0].reward_batch
-        for name in list(first.values) + list(first.components):
-            source = "values" if name in first.values else "components"
-            values = [v for b in batches for v in getattr(b.reward_batch, source)[name]]
-            gathered = gather_rows(acc, torch.tensor([math.nan if v is None else v for v in values]))
-            out[f"rewards/{task}/{name}/mean"], out[f"rewards/{task}/{name}/std"] = nan_stats(gathered)
-            failed = sum(b.reward_batch.num_failed.get(name, 0) for b in batches)
-            out[f"rewards/{task}/{name}/failed"] = sum_across_ranks(acc, failed)
-        advantages = gather_rows(acc, torch.cat([b.advantages.cpu() for b in batches]))
-        out[f"advantages/{task}/abs_mean"] = float(advantages.abs().mean())
-        lengths = torch.cat([b.rollout.prompt_mask.sum(dim=1).float().cpu() for b in batches])
-        over = float((lengths > run.cfg.rollout.max_prompt_length).sum())
-        out[f"prompts/{task}/over_max_length"] = sum_across_ranks(acc, over)
-        if task == MM2T:
-            lengths = gather_rows(acc, torch.cat([b.completion_mask.sum(dim=1).float().cpu() for b in batches]))
-            clipped = gather_rows(acc, torch.cat([b.rollout.is_truncated.float().cpu() for b in batches]))
-            out["completions/mm2t/mean_length"] = float(lengths.mean())
-            out["completions/mm2t/clipped_ratio"] = float(clipped.mean())
-    if run.cfg.stage == "unified" and run.cfg.grpo.unified_mode == "joint_reward":
-        joint = torch.cat([b.rewards for b in batch.task_batches(T2I)]) + run.cfg.grpo.unified_lambda * torch.cat(
-            [b.rewards for b in batch.task_batches(MM2T)])
-        out["reward/joint/mean"], out["reward/joint/std"] = nan_stats(gather_rows(acc, joint))
-    fractions = {"frac_reward_zero_std": 0.0}
-    fractions.update({f"frac_reward_zero_std/{t}": 0.0 for t in run.tasks})
-    for mb in batch.micro_batches:
-        fractions["frac_reward_zero_std"] += mb.advantage_stats["frac_reward_zero_std"] / len(batch.micro_batches)
-        for t in run.tasks:
-            fractions[f"frac_reward_zero_std/{t}"] += mb.advantage_stats[f"{t}/frac_reward_zero_std"] / len(
-                batch.micro_batches)
-    out.update(mean_across_ranks(acc, fractions))
-    if out.get("prompts/t2i/over_max_length", 0) or out.get("prompts/mm2t/over_max_length", 0):
-        logger.warning("prompts longer than rollout.max_prompt_length=%d were used uncut (see prompts/*/over_max_length)",
-                       run.cfg.rollout.max_prompt_length)
-    return out
-
-
 def log_rollouts(run: Run, batch: StepBatch, step: int) -> None:
     """One line per micro-batch to OUT/rollouts/rank{R}.jsonl (train.log_rollouts)."""
     for micro, mb in enumerate(batch.micro_batches):
@@ -530,8 +410,9 @@ def log_rollouts(run: Run, batch: StepBatch, step: int) -> None:
             digest = hashlib.sha256(b.completion_ids.cpu().numpy().tobytes()).hexdigest()[:16]
             line[task] = {"seed": b.seed, "completions_sha256": digest,
                           "rewards": [None if math.isnan(v) else v for v in b.rewards.tolist()]}
-            if task == MM2T:
-                line[task]["texts"] = b.rollout.texts
+            texts = getattr(b.rollout, "texts", None)  # answers are logged; images are not
+            if texts is not None:
+                line[task]["texts"] = texts
         run.rollout_log.write(json.dumps(line) + "\n")
     run.rollout_log.flush()
 
@@ -550,7 +431,7 @@ def run_header(run: Run, resume_dir: Path | None) -> dict[str, Any]:
         "stage": cfg.stage,
         "tasks": list(run.tasks),
         "image_logps": cfg.rollout.image_logps,
-        "image_logps_cfg_weight": image_cfg_weight(cfg),
+        "image_logps_cfg_weight": run.tasks[T2I].scored_cfg_weight if T2I in run.tasks else None,
         "rollout_cfg_weight": cfg.rollout.cfg_weight,
         "loss_type": cfg.grpo.loss_type,
         "unified_mode": cfg.grpo.unified_mode if cfg.stage == "unified" else None,
@@ -601,65 +482,63 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
 
     progress = tqdm(total=run.total_steps, initial=start, desc=f"corl {cfg.stage}", disable=not acc.is_main_process,
                     dynamic_ncols=True)
-    batch: StepBatch | None = None
-    batch_metrics: dict[str, float] = {}
-    last_saved = start if state else -1
-    final_checkpoint = resume_dir
-    for step in range(start, run.total_steps):
-        step_start = time.perf_counter()
-        done = step + 1  # optimizer steps done after this one
+    try:
+        batch: StepBatch | None = None
+        batch_metrics: dict[str, float] = {}
+        last_saved = start if state else -1
+        final_checkpoint = resume_dir
+        for step in range(start, run.total_steps):
+            step_start = time.perf_counter()
+            done = step + 1  # optimizer steps done after this one
 
-        # 1. A new rollout batch every num_iterations steps (or right after a mid-batch resume).
-        if batch is None or step % k == 0:
-            if step % k != 0:
-                logger.warning("resumed inside a rollout batch (step %d, num_iterations %d): regenerating it", step, k)
-            batch = collect_batch(run, data_step=step // k)
-            batch_metrics = rollout_metrics(run, batch)
-            if run.rollout_log is not None:
-                log_rollouts(run, batch, done)
+            # 1. A new rollout batch every num_iterations steps (or right after a mid-batch resume).
+            if batch is None or step % k == 0:
+                if step % k != 0:
+                    logger.warning("resumed inside a rollout batch (step %d, num_iterations %d): regenerating it", step, k)
+                batch = collect_batch(run, data_step=step // k)
+                batch_metrics = rollout_metrics(acc, run.tasks, batch, cfg)
+                if run.rollout_log is not None:
+                    log_rollouts(run, batch, done)
 
-        # 2. Update.
-        with run.timer("update"):
-            update_metrics = optimize(run, batch)
+            # 2. Update.
+            with run.timer("update"):
+                update_metrics = optimize(run, batch)
 
-        # 3. Metrics, samples, checkpoints.
-        times = {f"time/{name}": seconds for name, seconds in run.timer.pop().items()}
-        times["time/step"] = time.perf_counter() - step_start
-        row = {"step": done, "epoch": done / k / run.steps_per_epoch, **batch_metrics, **update_metrics,
-               **mean_across_ranks(acc, times)}
-        evaluated = evaluator.due(done)
-        if evaluated:
-            row.update(evaluator(run.policy, done))
-        if done % cfg.train.logging_steps == 0 or done == run.total_steps or evaluated:
-            metrics_log.log(row)
-        progress.update(1)
-        progress.set_postfix({f"R_{t}": f"{row[f'reward/{t}/mean']:.3f}" for t in run.tasks}
-                             | ({"kl": f"{row['kl']:.4f}"} if "kl" in row else {}))
-        if cfg.train.sample_steps and done % cfg.train.sample_steps == 0 and acc.is_main_process:
-            write_samples(batch.micro_batches[0], out_dir, done)
+            # 3. Metrics, samples, checkpoints.
+            times = {f"time/{name}": seconds for name, seconds in run.timer.pop().items()}
+            times["time/step"] = time.perf_counter() - step_start
+            row = {"step": done, "epoch": done / k / run.steps_per_epoch, **batch_metrics, **update_metrics,
+                   **mean_across_ranks(acc, times)}
+            evaluated = evaluator.due(done)
+            if evaluated:
+                row.update(evaluator(run.policy, done))
+            if done % cfg.train.logging_steps == 0 or done == run.total_steps or evaluated:
+                metrics_log.log(row)
+            progress.update(1)
+            progress.set_postfix({f"R_{t}": f"{row[f'reward/{t}/mean']:.3f}" for t in run.tasks}
+                                 | ({"kl": f"{row['kl']:.4f}"} if "kl" in row else {}))
+            if cfg.train.sample_steps and done % cfg.train.sample_steps == 0 and acc.is_main_process:
+                write_samples(batch.micro_batches[0], out_dir, done)
 
-        at_boundary = done % k == 0
-        due = cfg.train.save_steps > 0 and done // cfg.train.save_steps > max(last_saved, 0) // cfg.train.save_steps
-        stopping = stop_after_step is not None and done >= stop_after_step
-        if (due and at_boundary) or done == run.total_steps or stopping:
-            final_checkpoint = save(run, done)
-            last_saved = done
-        if stopping:
-            progress.close()
-            metrics_log.close()
-            if run.rollout_log is not None:
-                run.rollout_log.close()
-            logger.info("stopped after step %d as asked (stop_after_step)", done)
-            return TrainResult(out_dir, final_checkpoint, done, {}, stopped_early=True)
-    progress.close()
-
-    if last_saved != run.total_steps:  # resumed at the end: nothing left to run, the checkpoint exists
-        final_checkpoint = ckpt.latest_checkpoint(out_dir)
-    summary = finish(run, metrics_log, final_checkpoint)
-    metrics_log.close()
-    if run.rollout_log is not None:
-        run.rollout_log.close()
-    return TrainResult(out_dir, final_checkpoint, run.total_steps, summary)
+            at_boundary = done % k == 0
+            due = cfg.train.save_steps > 0 and done // cfg.train.save_steps > max(last_saved, 0) // cfg.train.save_steps
+            stopping = stop_after_step is not None and done >= stop_after_step
+            if (due and at_boundary) or done == run.total_steps or stopping:
+                final_checkpoint = save(run, done)
+                last_saved = done
+            if stopping:
+                logger.info("stopped after step %d as asked (stop_after_step)", done)
+                return TrainResult(out_dir, final_checkpoint, done, {}, stopped_early=True)
+        progress.close()
+        if last_saved != run.total_steps:  # resumed at the end: nothing left to run, the checkpoint exists
+            final_checkpoint = ckpt.latest_checkpoint(out_dir)
+        summary = finish(run, metrics_log, final_checkpoint)
+        return TrainResult(out_dir, final_checkpoint, run.total_steps, summary)
+    finally:  # every exit (finished, stopped, or an error) closes what the run opened
+        progress.close()
+        metrics_log.close()
+        if run.rollout_log is not None:
+            run.rollout_log.close()
 
 
 def save(run: Run, step: int) -> Path:

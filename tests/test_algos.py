@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from corl.algos import (
-    entropy_from_logits,
     group_advantages,
     k3_kl,
-    per_token_entropy,
     policy_loss,
     unified_advantages,
 )
@@ -83,14 +81,6 @@ def test_missing_rewards_are_excluded_and_get_zero_advantage() -> None:
     assert_close(stats["frac_reward_invalid"], 2 / 6)
     assert stats["frac_reward_zero_std"] == 0.5
     assert_close(stats["reward_mean"], 2.0)  # (1 + 3 + 2 + 2) / 4
-
-
-def test_valid_mask_argument_equals_missing_rewards() -> None:
-    rewards = torch.tensor([1.0, 100.0, 3.0, 2.0, 2.0, 7.0])
-    valid = torch.tensor([True, False, True, True, True, False])
-    adv, stats = group_advantages(rewards, 3, "group", valid=valid)
-    assert_close(adv, [-0.7070568, 0.0, 0.7070568, 0.0, 0.0, 0.0])
-    assert_close(stats["frac_reward_invalid"], 2 / 6)
 
 
 def test_single_valid_reward_or_none_gives_zero_and_no_nan() -> None:
@@ -350,22 +340,3 @@ def test_bf16_logps_are_computed_in_float32() -> None:
     loss.backward()
     assert logps.grad.dtype == torch.bfloat16
     assert_close(logps.grad.float(), [[-1.5, -1.5]])  # -A / 2 tokens
-
-
-# --------------------------------------------------------------------------------------------------
-# entropy
-# --------------------------------------------------------------------------------------------------
-# Row 0: logits [0, 0, 0, 0] -> uniform over 4, H = ln 4 = 1.3862944.
-# Row 1: logits [0, 0, ln 2, -inf] -> p = [0.25, 0.25, 0.5, 0], H = 0.5 ln 4 + 0.5 ln 2 = 1.0397208.
-# Position (1, 1) is masked and holds NaN logits. Mean over the 2 valid positions = 1.2130076.
-def test_entropy_from_logits_hand_values_and_chunking() -> None:
-    logits = torch.zeros(2, 2, 4)
-    logits[1, 0] = torch.tensor([0.0, 0.0, math.log(2.0), -INF])
-    logits[1, 1] = NAN
-    mask = torch.tensor([[1, 0], [1, 0]])
-    assert_close(per_token_entropy(logits)[:, 0], [1.3862944, 1.0397208])
-    for chunk_size in (1, 2, 8):
-        assert_close(entropy_from_logits(logits, mask, chunk_size=chunk_size), 1.2130076)
-    assert entropy_from_logits(logits, torch.zeros(2, 2)).item() == 0.0
-    with pytest.raises(ValueError, match="mask shape"):
-        entropy_from_logits(logits, torch.ones(2, 3))

@@ -2,8 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from corl.config import CorlConfig, apply_overrides, describe_fields, load_config
-from corl.config_commands import recipes_dir, resolve_recipe
+from corl.config import CorlConfig, apply_overrides, describe_fields, load_config, recipes_dir, resolve_recipe
 
 SHIPPED = sorted(p for p in recipes_dir().glob("*/*.yaml") if p.parent.name != "accelerate")  # accelerate configs
 

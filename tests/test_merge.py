@@ -216,14 +216,15 @@ def test_overwrite_replaces_existing_output(models, tmp_path):
 
 
 def run_cli(argv: list[str]) -> int:
-    """Parse with this module's own `register` (independent of the other subsystems' commands)."""
+    """Parse with the merge command's own `register` (independent of the other subsystems' commands)."""
     import argparse
 
-    from corl import cli, merge
+    from corl import cli
+    from corl.cli import merge as merge_command
 
-    assert "corl.merge" in cli.COMMAND_MODULES
+    assert "corl.cli.merge" in cli.COMMAND_MODULES
     parser = argparse.ArgumentParser(prog="corl")
-    merge.register(parser.add_subparsers(dest="command"))
+    merge_command.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from corl.algos import policy_loss
 from corl.rewards import register_function, reward_names, unregister
-from corl.trainer import collect_batch, forward_inputs, setup_run, train
+from corl.trainer import collect_batch, score_inputs, setup_run, train
 from corl.training.testing import save_tiny_policy, tiny_config
 from corl.training.tracking import read_metrics
 
@@ -163,7 +163,7 @@ def test_image_rewards_reach_the_loss(model_dir, tmp_path):
 
     def backbone_grad(advantages: torch.Tensor) -> float:
         run.optimizer.zero_grad(set_to_none=True)
-        logps, _ = run.module(**forward_inputs(batch.micro_batches[0]))["t2i"]
+        logps, _ = run.module(**score_inputs(run.tasks, batch.micro_batches[0]))["t2i"]
         loss, _ = policy_loss(logps, None, advantages, t2i.completion_mask, loss_type="grpo")
         loss.backward()
         grads = [p.grad for p in run.trainable.parameters if p.grad is not None]
@@ -200,21 +200,23 @@ def test_beta_brings_a_reference_and_kl_and_num_iterations_reuses_rollouts(model
 
 def test_compile_decode_runs_both_rollouts_through_the_static_decoder(model_dir, tmp_path, monkeypatch):
     """rollout.compile_decode reaches both rollouts (the compiler itself is replaced: it is slow on CPU)."""
-    from corl.policy import decoding
-    from corl.policy.decoding import StaticDecoder
+    from corl.generation import decoding
+    from corl.generation.decoding import StaticDecoder
 
-    built, owners = [], []
+    built, owners, compilers = [], [], []
 
-    def compile_decoder(decoder, weights, example):
+    def compile_decoder(decoder, weights, example, cpu_compiler):
         built.append(decoder)
         owners.append(weights)
+        compilers.append(cpu_compiler)
         return decoder
 
     monkeypatch.setattr(decoding, "compile_decoder", compile_decoder)
-    cfg = tiny_config(model_dir, "unified", ["rollout.compile_decode=true"])
+    cfg = tiny_config(model_dir, "unified", ["rollout.compile_decode=true", "rollout.decoding.cpu_compiler=inductor"])
     result = train(cfg, tmp_path / "run")
     assert result.steps == 1
     assert len(built) == 2 and all(isinstance(module, StaticDecoder) for module in built)
+    assert compilers == ["inductor", "inductor"]  # the recipe's compiler choice reaches both rollouts
     # the weights each compiled step binds: the whole model for images (code embedding, generation
     # head), the LLM for answers
     assert {type(owner).__name__ for owner in owners} == {"JanusForConditionalGeneration", "LlamaModel"}

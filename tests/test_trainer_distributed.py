@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from corl.config_commands import recipes_dir
+from corl.config import recipes_dir
 from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
 from corl.training.tracking import read_metrics
 

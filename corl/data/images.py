@@ -3,7 +3,7 @@
 Accepted forms: a PIL image; raw encoded bytes (bytes / bytearray / memoryview); a file path (str or
 os.PathLike; relative paths resolve against ``image_root``, else the working directory; ``scheme://``
 paths open through fsspec); a ``datasets.Image`` storage dict ``{"bytes": ..., "path": ...}`` (bytes win
-when both are set); a uint8 numpy array H x W (x C).
+when both are set); a numpy array H x W (x C): uint8, or floats in [0, 1] (clipped, rounded to uint8).
 
 ``inspect_image`` decodes fully (``Image.load``, with truncated-file tolerance switched off), converts to
 RGB and reports why a value is unusable instead of raising, so the loader can count and skip bad rows.
@@ -107,6 +107,16 @@ def _finish(image: Image.Image, resolved_path: str | None) -> ImageCheck:
     return ImageCheck(None, "", resolved_path, rgb)
 
 
+def _uint8_pixels(array: np.ndarray) -> np.ndarray:
+    """[H, W] or [H, W, C] pixels as uint8: floats are read as [0, 1] intensities; a single channel
+    loses its last axis (PIL has no one-channel H x W x 1 mode)."""
+    if array.dtype != np.uint8 and np.issubdtype(array.dtype, np.floating):
+        array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
 def inspect_image(value: Any, image_root: str | os.PathLike[str] | None = None) -> ImageCheck:
     """Decode ``value`` into an RGB image, or say why it cannot be (never raises for bad data)."""
     resolved_path: str | None = None
@@ -127,7 +137,7 @@ def inspect_image(value: Any, image_root: str | os.PathLike[str] | None = None) 
             return ImageCheck(UNREADABLE_IMAGE, f"{type(err).__name__}: {err}")
     if isinstance(value, np.ndarray):
         try:
-            return _finish(Image.fromarray(value), None)
+            return _finish(Image.fromarray(_uint8_pixels(value)), None)
         except Exception as err:  # noqa: BLE001
             return ImageCheck(UNREADABLE_IMAGE, f"array {value.shape} {value.dtype}: {err}")
     if data is None and isinstance(value, (str, os.PathLike)):

@@ -5,8 +5,8 @@
 - `dump_images(policy, benchmark, items, outdir, ...)` with `read_prompts(benchmark, source)`
   (corl.eval.image_dumps): images in the folder layouts the official GenEval, DPG-Bench and WISE scorers read.
 - `evaluate_benchmark(policy, spec, ...)` with `resolve_benchmark(name)` / `BenchmarkSpec`
-  (corl.eval.benchmarks): MMStar / MMMU / POPE style understanding benchmarks through corl.data.
-- `score_answer(completion, solution, question, question_type)` (corl.eval.scoring): one answer, scored as
+  (corl.eval.answer_benchmarks): MMStar / MMMU / POPE style understanding benchmarks through corl.data.
+- `score_answer(completion, solution, question, question_type)` (corl.eval.grading): one answer, scored as
   the training rewards score it.
 
 Names are imported lazily so that `corl --help` does not import torch.
@@ -26,13 +26,13 @@ _EXPORTS: dict[str, str] = {
     "read_dpg_prompts": "corl.eval.image_dumps",
     "read_wise_prompts": "corl.eval.image_dumps",
     "DumpReport": "corl.eval.image_dumps",
-    "BenchmarkSpec": "corl.eval.benchmarks",
-    "evaluate_benchmark": "corl.eval.benchmarks",
-    "load_benchmark": "corl.eval.benchmarks",
-    "resolve_benchmark": "corl.eval.benchmarks",
-    "score_answer": "corl.eval.scoring",
-    "AnswerScore": "corl.eval.scoring",
-    "write_json_atomic": "corl.eval.scoring",
+    "BenchmarkSpec": "corl.eval.answer_benchmarks",
+    "evaluate_benchmark": "corl.eval.answer_benchmarks",
+    "load_benchmark": "corl.eval.answer_benchmarks",
+    "resolve_benchmark": "corl.eval.answer_benchmarks",
+    "score_answer": "corl.eval.grading",
+    "AnswerScore": "corl.eval.grading",
+    "write_json_atomic": "corl.eval.grading",
 }
 
 __all__ = [  # noqa: RUF022  (grouped like _EXPORTS)

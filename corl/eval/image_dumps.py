@@ -42,7 +42,10 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from corl.eval.scoring import PolicyLike, batch_seed, batched, check_count, image_grid, save_image_atomic
+from corl.config import DEFAULT_CFG_WEIGHT
+from corl.policy.policy import JanusPolicy
+from corl.eval.grading import batch_seed, batched, check_count, image_grid, save_image_atomic
+from corl.generation.rollout import generate_images
 
 logger = logging.getLogger(__name__)
 
@@ -201,13 +204,13 @@ def _expected_outputs(benchmark: str, outdir: Path, item: PromptItem, n: int) ->
 
 
 def dump_images(
-    policy: PolicyLike,
+    policy: JanusPolicy,
     benchmark: str,
     items: Sequence[PromptItem],
     outdir: str | os.PathLike[str],
     *,
     images_per_prompt: int | None = None,
-    cfg_weight: float = 5.0,
+    cfg_weight: float = DEFAULT_CFG_WEIGHT,
     seed: int = 0,
     batch_size: int = 4,
     resume: bool = True,
@@ -245,7 +248,7 @@ def dump_images(
         if resume and all(p.is_file() for it in batch for p in _expected_outputs(benchmark, out, it, n)):
             report.n_skipped_existing += len(batch)
             continue
-        images = policy.generate_images(
+        images = generate_images(policy,
             [it.prompt for it in batch],
             n=n,
             cfg_weight=cfg_weight,

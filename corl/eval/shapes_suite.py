@@ -7,7 +7,7 @@ mean over the categories present, as GenEval's overall score is the mean over it
 categories it is close to the plain image pass rate).
 
 Understanding (mm2t). Each row's question is answered about the row's real image with greedy decoding;
-answers are scored as the training rewards score them (`corl.eval.scoring.score_answer`): MC accuracy on MC
+answers are scored as the training rewards score them (`corl.eval.grading.score_answer`): MC accuracy on MC
 rows, OE accuracy on OE rows, and the format rate (the <think>/<answer> format) over all answers.
 Unscorable rows (a solution naming no option) are counted in `mm2t.n_unscorable` and left out of accuracy.
 
@@ -32,8 +32,9 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from corl.eval.scoring import (
-    PolicyLike,
+from corl.config import DEFAULT_CFG_WEIGHT
+from corl.policy.policy import JanusPolicy
+from corl.eval.grading import (
     batch_seed,
     batched,
     check_count,
@@ -41,6 +42,7 @@ from corl.eval.scoring import (
     save_image_atomic,
     score_answer,
 )
+from corl.generation.rollout import answer, generate_images
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
 from corl.shapes.scene import CATEGORIES, Scene
 
@@ -82,7 +84,7 @@ def _category(row: Mapping[str, Any], scene: Scene) -> str:
 
 
 def _generation_pass(
-    policy: PolicyLike,
+    policy: JanusPolicy,
     rows: Sequence[Mapping[str, Any]],
     scenes: Sequence[Scene],
     images_per_prompt: int,
@@ -99,7 +101,7 @@ def _generation_pass(
         batched(rows, batch_size), total=n_batches, desc="shapes eval: t2i", unit="batch"
     ):
         captions = [str(r["prompt"]) for r in batch]
-        images = policy.generate_images(
+        images = generate_images(policy,
             captions,
             n=images_per_prompt,
             cfg_weight=cfg_weight,
@@ -117,14 +119,14 @@ def _generation_pass(
 
 
 def _understanding_pass(
-    policy: PolicyLike, rows: Sequence[Mapping[str, Any]], batch_size: int, max_new_tokens: int
+    policy: JanusPolicy, rows: Sequence[Mapping[str, Any]], batch_size: int, max_new_tokens: int
 ) -> list[str]:
     answers: list[str] = []
     n_batches = -(-len(rows) // batch_size)
     for _, batch in tqdm(batched(rows, batch_size), total=n_batches, desc="shapes eval: mm2t", unit="batch"):
         images = [_rgb(r["image"]) for r in batch]
         questions = [str(r["question"]) for r in batch]
-        out = policy.answer(images, questions, greedy=True, max_new_tokens=max_new_tokens)
+        out = answer(policy, images, questions, greedy=True, max_new_tokens=max_new_tokens)
         check_count(out, len(batch), "answers")
         answers.extend(out)
     return answers
@@ -148,10 +150,10 @@ def _rgb(image: Any) -> Image.Image:
 
 
 def evaluate_shapes(
-    policy: PolicyLike,
+    policy: JanusPolicy,
     dataset_split: Any,
     images_per_prompt: int = 4,
-    cfg_weight: float = 5.0,
+    cfg_weight: float = DEFAULT_CFG_WEIGHT,
     seed: int = 0,
     max_rows: int | None = None,
     batch_size: int = 8,

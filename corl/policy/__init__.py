@@ -1,8 +1,9 @@
-"""The policy layer: a thin adapter over transformers' `JanusForConditionalGeneration`.
+"""The Janus adapter: a thin layer over transformers' `JanusForConditionalGeneration`.
 
-Loading (`load_policy`), prompt formatting, image rollouts with CFG, text rollouts, per-token
-log-probs for both heads, and hidden states for text-image matching. Names are imported lazily so
-that `corl --help` does not pay for importing torch and transformers.
+Loading (`load_policy`), prompt formatting, the tokenizer of small models, per-token log-probs of both
+heads (`scoring`) and hidden states for text-image matching (`matching`). Sampling lives in
+`corl.generation`, which builds on this package (never the other way round). Names are imported lazily
+so that `corl --help` does not pay for importing torch and transformers.
 """
 
 from __future__ import annotations
@@ -19,19 +20,14 @@ _EXPORTS: dict[str, str] = {
     "load_processor": "corl.policy.loading",
     "save_policy": "corl.policy.loading",
     "default_model_path": "corl.policy.loading",
-    "ImageRollout": "corl.policy.records",
-    "TextRollout": "corl.policy.records",
-    "MatchingStates": "corl.policy.records",
+    "MatchingStates": "corl.policy.matching",
+    "matching_states": "corl.policy.matching",
     "PromptStyle": "corl.policy.prompts",
     "DEFAULT_ANSWER_FORMAT": "corl.policy.prompts",
     "encode_understanding": "corl.policy.prompts",
     "encode_generation": "corl.policy.prompts",
-    "rollout_images": "corl.policy.rollout",
-    "rollout_text": "corl.policy.rollout",
-    "decode_images": "corl.policy.rollout",
     "image_token_logps": "corl.policy.scoring",
     "text_token_logps": "corl.policy.scoring",
-    "matching_states": "corl.policy.matching",
     "build_tokenizer": "corl.policy.tokenizer",
     "build_processor": "corl.policy.tokenizer",
     "JanusSizes": "corl.policy.architecture",
@@ -52,7 +48,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from corl.policy.architecture import JANUS_PRO_1B, JanusSizes, build_janus, janus_config  # noqa: F401
     from corl.policy.loading import default_model_path, load_policy, load_processor, save_policy  # noqa: F401
-    from corl.policy.matching import matching_states  # noqa: F401
+    from corl.policy.matching import MatchingStates, matching_states  # noqa: F401
     from corl.policy.policy import PARAMETER_GROUPS, JanusPolicy, SpecialTokens, trainable_parameters  # noqa: F401
     from corl.policy.prompts import (  # noqa: F401
         DEFAULT_ANSWER_FORMAT,
@@ -60,7 +56,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
         encode_generation,
         encode_understanding,
     )
-    from corl.policy.records import ImageRollout, MatchingStates, TextRollout  # noqa: F401
-    from corl.policy.rollout import decode_images, rollout_images, rollout_text  # noqa: F401
     from corl.policy.scoring import image_token_logps, text_token_logps  # noqa: F401
     from corl.policy.tokenizer import build_processor, build_tokenizer  # noqa: F401

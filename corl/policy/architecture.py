@@ -99,40 +99,26 @@ def janus_config(sizes: JanusSizes, tokenizer: PreTrainedTokenizerBase) -> Janus
     if vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
     text_config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=sizes.text_hidden_size,
-        intermediate_size=sizes.text_intermediate_size,
-        num_hidden_layers=sizes.text_layers,
-        num_attention_heads=sizes.text_heads,
-        num_key_value_heads=sizes.text_kv_heads,
-        max_position_embeddings=sizes.max_position_embeddings,
-        rope_theta=sizes.rope_theta,
-        rms_norm_eps=sizes.rms_norm_eps,
-        initializer_range=sizes.initializer_range,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=sizes.tie_word_embeddings,
+        vocab_size=vocab_size, hidden_size=sizes.text_hidden_size,
+        intermediate_size=sizes.text_intermediate_size, num_hidden_layers=sizes.text_layers,
+        num_attention_heads=sizes.text_heads, num_key_value_heads=sizes.text_kv_heads,
+        max_position_embeddings=sizes.max_position_embeddings, rope_theta=sizes.rope_theta,
+        rms_norm_eps=sizes.rms_norm_eps, initializer_range=sizes.initializer_range,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=sizes.tie_word_embeddings,
     )
     vision_config = JanusVisionConfig(
-        hidden_size=sizes.vision_hidden_size,
-        num_hidden_layers=sizes.vision_layers,
-        num_attention_heads=sizes.vision_heads,
-        image_size=sizes.image_size,
-        patch_size=sizes.patch_size,
+        hidden_size=sizes.vision_hidden_size, num_hidden_layers=sizes.vision_layers,
+        num_attention_heads=sizes.vision_heads, image_size=sizes.image_size, patch_size=sizes.patch_size,
         mlp_ratio=sizes.vision_mlp_ratio,
         projection_dim=sizes.text_hidden_size,  # understanding aligner output = LLM width
-        depth=sizes.aligner_depth,
-        num_image_tokens=sizes.num_image_tokens,
+        depth=sizes.aligner_depth, num_image_tokens=sizes.num_image_tokens,
         initializer_range=sizes.initializer_range,
     )
     vq_config = JanusVQVAEConfig(
-        embed_dim=sizes.vq_embed_dim,
-        num_embeddings=sizes.vq_codebook_size,
-        latent_channels=sizes.vq_latent_channels,
-        base_channels=sizes.vq_base_channels,
-        channel_multiplier=list(multiplier),
-        num_res_blocks=sizes.vq_res_blocks,
+        embed_dim=sizes.vq_embed_dim, num_embeddings=sizes.vq_codebook_size,
+        latent_channels=sizes.vq_latent_channels, base_channels=sizes.vq_base_channels,
+        channel_multiplier=list(multiplier), num_res_blocks=sizes.vq_res_blocks,
         projection_dim=sizes.text_hidden_size,  # generation aligner output = LLM width
         num_hidden_layers=sizes.aligner_depth,
         image_token_embed_dim=sizes.text_hidden_size,  # generation head input = LLM width

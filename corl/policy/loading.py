@@ -29,7 +29,6 @@ from corl.policy.prompts import PromptStyle
 logger = logging.getLogger(__name__)
 
 SHAPES_BASE_ENV = "CORL_SHAPES_BASE"
-JANUS_PRO_1B = "deepseek-community/Janus-Pro-1B"
 JANUS_PRO_7B = "deepseek-community/Janus-Pro-7B"
 _DTYPES = {
     "fp32": torch.float32,

@@ -14,18 +14,26 @@ transformers 5 the last entry is the final-norm output, so -1 means the same eit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
+from corl.policy.logits import positions_from_mask
+from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import PromptStyle, encode_understanding
-from corl.policy.records import MatchingStates
-from corl.policy.sampling import positions_from_mask
 from corl.policy.scoring import understanding_embeddings
 
-if TYPE_CHECKING:
-    from corl.policy.policy import JanusPolicy
+
+@dataclass
+class MatchingStates:
+    """Hidden states of an understanding pass over (image, text), split by masks."""
+
+    image_states: torch.Tensor  # [M, Li, D] float32, states at the image placeholder positions
+    image_mask: torch.Tensor  # [M, Li] bool
+    text_states: torch.Tensor  # [M, Lt, D] float32, states at the text's own tokens (no template)
+    text_mask: torch.Tensor  # [M, Lt] bool
+    layer: int = -1  # which hidden layer; -1 = final (after the last norm)
 
 
 def gather_masked(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

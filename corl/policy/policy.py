@@ -8,16 +8,13 @@ read from the processor and the model config, never hard-coded: they differ betw
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from corl.policy import matching, rollout, scoring
 from corl.policy.prompts import PromptStyle
-from corl.policy.records import ImageRollout, MatchingStates, TextRollout
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +63,8 @@ class JanusPolicy:
     """The policy: a `JanusForConditionalGeneration` plus its `JanusProcessor`.
 
     Attributes: model, processor, tokens (SpecialTokens), num_image_tokens (N), image_size (px the
-    understanding encoder sees), generated_image_size (px of decoded images), style (PromptStyle).
+    understanding encoder sees), generated_image_size (px of decoded images), style (PromptStyle),
+    static_decoders (compiled decode steps kept by `corl.generation.rollout`).
     Properties: device, dtype (of the model's parameters), image_vocab_size (VQ codes the generation
     head scores).
     """
@@ -91,6 +89,9 @@ class JanusPolicy:
             )
         self.image_size = int(vision.image_size)
         self.generated_image_size = int(vq.num_patches * 2 ** (len(vq.channel_multiplier) - 1))
+        # Compiled decode steps that `corl.generation` keeps between rollouts, one per shape (they hold
+        # KV buffers; clear() frees them).
+        self.static_decoders: dict = {}
 
     # ------------------------------------------------------------------------------ properties
     @property
@@ -114,97 +115,6 @@ class JanusPolicy:
             f"JanusPolicy({type(self.model).__name__}, N={self.num_image_tokens} image tokens, "
             f"image {self.image_size}px, {self.dtype}, {self.device})"
         )
-
-    # -------------------------------------------------------------------------------- rollouts
-    def rollout_images(self, captions: Sequence[str], **kwargs) -> ImageRollout:
-        """See `corl.policy.rollout.rollout_images` (group_size, cfg_weight, temperature, top_k, seed, ...)."""
-        return rollout.rollout_images(self, captions, **kwargs)
-
-    def rollout_text(self, images: Sequence[Image.Image], questions: Sequence[str], **kwargs) -> TextRollout:
-        """See `corl.policy.rollout.rollout_text` (group_size, max_new_tokens, temperature, greedy, ...)."""
-        return rollout.rollout_text(self, images, questions, **kwargs)
-
-    def decode_images(self, image_tokens: torch.Tensor) -> list[Image.Image]:
-        return rollout.decode_images(self, image_tokens)
-
-    # --------------------------------------------------------------------------------- scoring
-    def image_token_logps(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        image_tokens: torch.Tensor,
-        cfg_weight: float | None,
-        **kwargs,
-    ):
-        """See `corl.policy.scoring.image_token_logps` -> [R, N] (temperature, return_entropy)."""
-        return scoring.image_token_logps(self, prompt_ids, prompt_mask, image_tokens, cfg_weight, **kwargs)
-
-    def text_token_logps(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        pixel_values: torch.Tensor,
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        **kwargs,
-    ):
-        """See `corl.policy.scoring.text_token_logps` -> [R, C] (temperature, return_entropy)."""
-        return scoring.text_token_logps(
-            self, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask, **kwargs
-        )
-
-    def matching_states(
-        self, images: Sequence[Image.Image], texts: Sequence[str], **kwargs
-    ) -> MatchingStates:
-        """See `corl.policy.matching.matching_states` (layer, style, batch_size)."""
-        return matching.matching_states(self, images, texts, **kwargs)
-
-    # ---------------------------------------------------------------------------- conveniences
-    def answer(
-        self,
-        images: Sequence[Image.Image],
-        questions: Sequence[str],
-        *,
-        greedy: bool = True,
-        max_new_tokens: int = 256,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        style: PromptStyle | None = None,
-    ) -> list[str]:
-        """One answer per (image, question): decoded text, special tokens removed, tags kept."""
-        result = rollout.rollout_text(
-            self,
-            images,
-            questions,
-            greedy=greedy,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-            style=style,
-        )
-        return result.texts
-
-    def generate_images(
-        self,
-        captions: Sequence[str],
-        n: int = 1,
-        *,
-        cfg_weight: float = 5.0,
-        seed: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-    ) -> list[Image.Image]:
-        """n images per caption (caption-major order) with CFG."""
-        result = rollout.rollout_images(
-            self,
-            captions,
-            group_size=n,
-            cfg_weight=cfg_weight,
-            seed=seed,
-            temperature=temperature,
-            top_k=top_k,
-        )
-        return result.images
 
 
 # The modules each name can select. "language_model" is the LLM backbone together with its text head

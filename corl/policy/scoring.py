@@ -20,7 +20,7 @@ Image tokens sampled with classifier-free guidance can be scored two ways; the c
   with the unconditional rows built exactly as in the rollout; gradients flow through both branches.
 
 Memory: the head (and log-softmax) runs over chunks of positions when the whole [rows, positions, vocab]
-float32 logits would exceed `LOGITS_CHUNK_BYTES`, with activation checkpointing per chunk under autograd,
+float32 logits would exceed `logits_chunk_mb` MiB (`train.logits_chunk_mb`), with activation checkpointing per chunk under autograd,
 so the largest logits tensor alive is one chunk's. Entropies (`return_entropy`) are metrics and carry no
 gradient.
 """
@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import JanusForConditionalGeneration
 
-from corl.policy.sampling import (
+from corl.config import LOGITS_CHUNK_MB
+from corl.policy.logits import (
     cfg_logits,
     entropy_from_logits,
     positions_from_mask,
@@ -43,16 +43,10 @@ from corl.policy.sampling import (
     suppress_tokens,
     unconditional_prompt,
 )
-
-if TYPE_CHECKING:
-    from corl.policy.policy import JanusPolicy
+from corl.policy.policy import JanusPolicy
 
 logger = logging.getLogger(__name__)
 _logged_settings: set[tuple] = set()
-# Largest float32 logits tensor [rows, positions, vocab] the scoring head materializes at once; longer
-# sequences are scored in chunks of positions (Janus-Pro-1B text head: 16 rows x 512 tokens x 102400
-# = 3.4 GB in one piece). Small models always fit in one chunk (then nothing changes).
-LOGITS_CHUNK_BYTES = 256 * 2**20
 
 
 def _log_once(*setting) -> None:
@@ -89,10 +83,11 @@ def _score(
     return logps
 
 
-def _chunk_positions(rows: int, positions: int, vocab: int) -> int:
-    """Positions per head chunk so that one chunk's float32 logits stay under LOGITS_CHUNK_BYTES."""
+def _chunk_positions(rows: int, positions: int, vocab: int, chunk_mb: int) -> int:
+    """Positions per head chunk so that one chunk's float32 logits [rows, chunk, vocab] stay under
+    chunk_mb MiB (Janus-Pro-1B's text head: 16 rows x 512 tokens x 102400 = 3.4 GB in one piece)."""
     per_position = rows * vocab * 4
-    return max(1, min(positions, LOGITS_CHUNK_BYTES // max(1, per_position)))
+    return max(1, min(positions, chunk_mb * 2**20 // max(1, per_position)))
 
 
 def _chunked_score(
@@ -102,10 +97,11 @@ def _chunked_score(
     temperature: float,
     return_entropy: bool,
     vocab: int,
+    chunk_mb: int,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Head + log-softmax over chunks of positions -> [R, n] (+ entropy [R, n]).
 
-    One chunk (everything at once, as before) when the logits fit in LOGITS_CHUNK_BYTES. Otherwise each
+    One chunk (everything at once) when the logits fit in chunk_mb MiB. Otherwise each
     chunk's head runs under activation checkpointing when gradients are needed: autograd keeps only the
     [b, n, D] states and recomputes one chunk's logits during backward, instead of holding
     [R, n, V] float32 logits (plus their softmax for the log-sum-exp backward) for the whole sequence.
@@ -113,7 +109,7 @@ def _chunked_score(
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    chunk = _chunk_positions(hidden.shape[0], hidden.shape[1], vocab)
+    chunk = _chunk_positions(hidden.shape[0], hidden.shape[1], vocab, chunk_mb)
     if chunk >= hidden.shape[1]:
         return _score(head(hidden), targets, temperature, return_entropy)
 
@@ -207,11 +203,12 @@ def image_token_logps(
     *,
     temperature: float = 1.0,
     return_entropy: bool = False,
+    logits_chunk_mb: int = LOGITS_CHUNK_MB,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of every image code -> [R, N] float32 (and per-token entropy [R, N] if asked).
 
     cfg_weight None (or 1.0): conditional only; a float w: CFG-guided. See the module docstring.
-    The head runs in chunks of positions when the full logits would exceed LOGITS_CHUNK_BYTES.
+    The head runs in chunks of positions when the full logits would exceed logits_chunk_mb MiB.
     """
     guided = cfg_weight is not None and cfg_weight != 1.0
     _log_once(
@@ -228,6 +225,7 @@ def image_token_logps(
         temperature,
         return_entropy,
         vocab,
+        logits_chunk_mb,
     )
 
 
@@ -258,14 +256,11 @@ def _text_head(policy: JanusPolicy, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def text_token_logits(
-    policy: JanusPolicy,
-    prompt_ids: torch.Tensor,  # [R, P] left padded, with image placeholders
-    prompt_mask: torch.Tensor,  # [R, P]
-    pixel_values: torch.Tensor,  # [R, 3, H, W] one image per row
-    completion_ids: torch.Tensor,  # [R, C]
-    completion_mask: torch.Tensor,  # [R, C]
+    policy: JanusPolicy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, pixel_values: torch.Tensor,
+    completion_ids: torch.Tensor, completion_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """Text-head logits that predict each completion token -> [R, C, V] (model dtype, before temperature)."""
+    """Text-head logits that predict each completion token -> [R, C, V] (model dtype, before temperature).
+    Inputs and their shapes as in `text_token_logps`."""
     hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
     return _text_head(policy, hidden)
 
@@ -280,11 +275,12 @@ def text_token_logps(
     *,
     temperature: float = 1.0,
     return_entropy: bool = False,
+    logits_chunk_mb: int = LOGITS_CHUNK_MB,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of every completion token -> [R, C] float32 (and entropy [R, C] if asked).
 
     Positions where completion_mask is 0 get finite but meaningless values; mask them in the loss.
-    The head runs in chunks of positions when the full logits would exceed LOGITS_CHUNK_BYTES.
+    The head runs in chunks of positions when the full logits would exceed logits_chunk_mb MiB.
     """
     hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
     return _chunked_score(
@@ -294,4 +290,5 @@ def text_token_logps(
         temperature,
         return_entropy,
         policy.model.lm_head.out_features,
+        logits_chunk_mb,
     )

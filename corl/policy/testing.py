@@ -73,24 +73,10 @@ TINY_WORDS: tuple[str, ...] = (
 
 TINY_SIZES = JanusSizes(
     vocab_size=None,  # exactly the tokenizer
-    text_hidden_size=64,
-    text_intermediate_size=128,
-    text_layers=2,
-    text_heads=4,
-    text_kv_heads=2,
-    max_position_embeddings=1024,
-    image_size=32,
-    patch_size=8,
-    vision_hidden_size=32,
-    vision_layers=1,
-    vision_heads=2,
-    vision_mlp_ratio=2.0,
-    vq_codebook_size=64,
-    vq_embed_dim=8,
-    vq_base_channels=32,
-    vq_latent_channels=32,
-    vq_res_blocks=1,
-    vq_channel_multiplier=(1, 1, 1, 1),
+    text_hidden_size=64, text_intermediate_size=128, text_layers=2, text_heads=4, text_kv_heads=2,
+    max_position_embeddings=1024, image_size=32, patch_size=8, vision_hidden_size=32, vision_layers=1,
+    vision_heads=2, vision_mlp_ratio=2.0, vq_codebook_size=64, vq_embed_dim=8, vq_base_channels=32,
+    vq_latent_channels=32, vq_res_blocks=1, vq_channel_multiplier=(1, 1, 1, 1),
     initializer_range=0.1,  # larger than usual so random outputs depend clearly on the context
 )
 

@@ -32,11 +32,11 @@ from corl.rewards.registry import (  # noqa: I001  (registry first: the modules 
     reward_names,
     unregister,
 )
-from corl.rewards import accuracy, clip_score, cycle, format, matching  # noqa: F401  (registration)
+from corl.rewards import accuracy, clip_score, cycle, format, text_image_matching  # noqa: F401  (registration)
 from corl.rewards.accuracy import extract_choice, make_accuracy_reward, parse_options
 from corl.rewards.cycle import CycleReward, make_cycle_reward
 from corl.rewards.format import format_reward
-from corl.rewards.matching import MatchingStatesLike, make_tim_reward, tim_raw, tim_score
+from corl.rewards.text_image_matching import MatchingStatesLike, make_tim_reward, tim_raw, tim_score
 from corl.rewards.text import normalize_answer
 
 __all__ = [

@@ -5,10 +5,9 @@
   ("Salesforce/blip-image-captioning-base") and local folders; it is cached, so a recipe that builds
   `cycle` and `cycle_text` loads BLIP once. Greedy decoding (num_beams=1) by default; an optional
   conditioning `prompt` ("a picture of") is removed from the front of the captions it produces.
-- `self`: the policy captions its own images (later upstream CoRL): wraps any object with
-  `answer(images: list[PIL.Image], questions: list[str], greedy=True) -> list[str]`, asked `instruction`
-  for every image. If the policy answers in the think/answer format, the <answer> content is the
-  caption; <think> blocks are removed otherwise.
+- `self`: the policy captions its own images (later upstream CoRL): the JanusPolicy being trained answers
+  `instruction` for every image (`corl.generation.rollout.answer`, greedy by default). If it answers in
+  the think/answer format, the <answer> content is the caption; <think> blocks are removed otherwise.
 - `shapes`: the Shapes world's analyzer turned into text, `corl.shapes.describe(corl.shapes.analyze(img))`
   (imported when the captioner is built, with a clear error when corl.shapes is missing).
 All captioners return "" for an image they cannot describe; the text similarity scores "" as 0.0.
@@ -23,7 +22,9 @@ from typing import Any
 
 import torch
 
-from corl.rewards.image_similarity import to_rgb_image
+from corl.data.images import to_rgb_image
+from corl.generation.rollout import answer
+from corl.policy.policy import JanusPolicy
 from corl.rewards.text import completion_text, extract_tag, strip_think
 
 logger = logging.getLogger(__name__)
@@ -93,26 +94,27 @@ class BlipCaptioner:
 
 
 class PolicyCaptioner:
-    """The policy captions its own images via `policy.answer(images, questions, greedy=True)`."""
+    """The policy captions its own images via `answer(policy, images, questions, greedy=True)`."""
 
     name = "self"
 
-    def __init__(self, policy: Any, instruction: str = DEFAULT_SELF_INSTRUCTION, greedy: bool = True) -> None:
-        if policy is None or not callable(getattr(policy, "answer", None)):
-            raise ValueError(
-                "the 'self' captioner needs a policy with an answer(images, questions, greedy) method"
-            )
+    def __init__(
+        self, policy: JanusPolicy, instruction: str = DEFAULT_SELF_INSTRUCTION, greedy: bool = True
+    ) -> None:
+        if not isinstance(policy, JanusPolicy):
+            raise ValueError(f"the 'self' captioner lets the trained policy caption its images: it needs the "
+                             f"JanusPolicy, got {type(policy).__name__}")
         self.policy, self.instruction, self.greedy = policy, instruction, greedy
 
     @torch.no_grad()
     def __call__(self, images: Sequence[Any]) -> list[str]:
         pil = [to_rgb_image(img) for img in images]
-        answers = self.policy.answer(pil, [self.instruction] * len(pil), greedy=self.greedy)
+        answers = answer(self.policy, pil, [self.instruction] * len(pil), greedy=self.greedy)
         if len(answers) != len(pil):
-            raise ValueError(f"policy.answer returned {len(answers)} answers for {len(pil)} images")
+            raise ValueError(f"answer() returned {len(answers)} answers for {len(pil)} images")
         captions = []
-        for answer in answers:
-            text = completion_text(answer)
+        for reply in answers:
+            text = completion_text(reply)
             tagged = extract_tag(text, "answer")
             captions.append((tagged if tagged is not None else strip_think(text)).strip())
         return captions

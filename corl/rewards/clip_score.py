@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from corl.rewards.image_similarity import import_optional, to_rgb_image
+from corl.data.images import to_rgb_image
+from corl.rewards.image_similarity import import_optional
 from corl.rewards.registry import RewardFn, register_factory
 from corl.rewards.text import completion_text
 

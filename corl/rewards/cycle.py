@@ -144,29 +144,6 @@ def make_cycle_reward(
     return CycleReward(halves, visual_backend, captioner_backend, text_backend, reference_column, name)
 
 
-def _build_cycle(
-    visual: str = "ssim",
-    visual_options: Mapping[str, Any] | None = None,
-    captioner: str = "shapes",
-    captioner_options: Mapping[str, Any] | None = None,
-    text_similarity: str = "bertscore",
-    text_similarity_options: Mapping[str, Any] | None = None,
-    reference_column: str | None = None,
-    policy: Any = None,
-) -> RewardFn:
-    return make_cycle_reward(
-        visual,
-        visual_options,
-        captioner,
-        captioner_options,
-        text_similarity,
-        text_similarity_options,
-        reference_column,
-        policy,
-        halves=HALVES,
-    )
-
-
 def _build_cycle_visual(visual: str = "ssim", visual_options: Mapping[str, Any] | None = None) -> RewardFn:
     return make_cycle_reward(visual, visual_options, halves=("visual",))
 
@@ -190,7 +167,8 @@ def _build_cycle_text(
     )
 
 
-register_factory("cycle", _build_cycle, description="R_cycle: mean of the visual and textual cycle halves")
+register_factory("cycle", make_cycle_reward, fixed=("halves",),
+                 description="R_cycle: mean of the visual and textual cycle halves")
 register_factory(
     "cycle_visual", _build_cycle_visual, description="visual cycle half: sim(real image, generated)"
 )

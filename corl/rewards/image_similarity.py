@@ -12,7 +12,8 @@ Backends (all take lists of images and return one float per pair; NaN means the 
   must already be in the torch hub cache. The paper's choice.
 
 Options common to all: `size` (a fixed (H, W) compare size), `min_size`, `device` (where the math runs;
-SSIM at 384 px costs about 0.15-0.25 s per image on two CPU threads, so use the GPU for Janus-size images).
+SSIM's Gaussian windows at Janus' 384 px are slow on a CPU: use the GPU for Janus-size images;
+`benchmarks/rewards.py` times each backend).
 
 Preprocessing (same for every backend): both images become RGB (alpha dropped, grayscale repeated);
 the REAL image is resized (bicubic, antialiased) to the generated image's size, so comparisons happen
@@ -24,7 +25,6 @@ Face datasets image dicts ({"bytes": ...} / {"path": ...}).
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,30 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from corl.data.images import to_rgb_image
+
 logger = logging.getLogger(__name__)
 
 ImageSimilarity = Callable[[Sequence[Any], Sequence[Any]], list]  # (reals, generated) -> list[float]
-
-
-def to_rgb_image(image: Any) -> Image.Image:
-    """A PIL RGB image from a PIL image, numpy array, path, or datasets image dict."""
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    if isinstance(image, np.ndarray):
-        array = image
-        if array.dtype != np.uint8:
-            array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        return Image.fromarray(array).convert("RGB")
-    if isinstance(image, str):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    if isinstance(image, dict) and (image.get("bytes") or image.get("path")):
-        source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
-        with Image.open(source) as opened:
-            return opened.convert("RGB")
-    raise TypeError(f"cannot read an image from a {type(image).__name__}")
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -53,25 +53,34 @@ class RewardEntry:
     # that does not need it always gets the policy or None)
     takes_options: bool = True
     description: str = ""
+    fixed: tuple[str, ...] = ()  # factory parameters a recipe may not set (the registration fixes them)
 
     def options(self) -> list[str]:
-        """Names of the options the factory accepts (the policy excluded)."""
+        """Names of the options the factory accepts (the policy and the fixed parameters excluded)."""
         if not self.takes_options:
             return []
         params = inspect.signature(self.factory).parameters
-        return [name for name in params if name != "policy"]
+        return [name for name in params if name != "policy" and name not in self.fixed]
 
 
 _REGISTRY: dict[str, RewardEntry] = {}
 
 
 def register_factory(
-    name: str, factory: Callable[..., RewardFn], *, needs_policy: bool = False, description: str = ""
+    name: str,
+    factory: Callable[..., RewardFn],
+    *,
+    needs_policy: bool = False,
+    description: str = "",
+    fixed: tuple[str, ...] = (),
 ) -> Callable[..., RewardFn]:
-    """Register `factory(**options) -> fn` under `name`; a duplicate name raises ValueError."""
+    """Register `factory(**options) -> fn` under `name`; a duplicate name raises ValueError. `fixed`:
+    parameters of the factory that keep their defaults (not recipe options)."""
     if name in _REGISTRY:
         raise ValueError(f"a reward named {name!r} is already registered")
-    _REGISTRY[name] = RewardEntry(name, factory, needs_policy, True, description or (factory.__doc__ or ""))
+    _REGISTRY[name] = RewardEntry(
+        name, factory, needs_policy, True, description or (factory.__doc__ or ""), fixed=tuple(fixed)
+    )
     return factory
 
 
@@ -146,38 +155,6 @@ class RewardBatch:
     num_none: dict[str, int] = field(default_factory=dict)  # Nones returned by the reward ("not applicable")
     num_failed: dict[str, int] = field(default_factory=dict)  # NaN/inf turned into None
 
-    def total_tensor(self) -> tuple[Any, Any]:
-        """(rewards [N] float32 with 0.0 at masked rows, valid [N] bool) for the advantage computation."""
-        import torch
-
-        valid = torch.tensor([v is not None for v in self.total], dtype=torch.bool)
-        values = torch.tensor([0.0 if v is None else v for v in self.total], dtype=torch.float32)
-        return values, valid
-
-    def metrics(self, prefix: str = "rewards") -> dict[str, float]:
-        """Scalars to log: {prefix}/{name}/mean and /std over valid rows, /none and /failed counts,
-        the same for each component, and "reward" / "reward_std" / "reward_masked" for the total."""
-        out: dict[str, float] = {}
-        for name, vals in {**self.values, **self.components}.items():
-            valid = [v for v in vals if v is not None]
-            out[f"{prefix}/{name}/mean"] = sum(valid) / len(valid) if valid else float("nan")
-            out[f"{prefix}/{name}/std"] = _std(valid)
-            if name in self.values:
-                out[f"{prefix}/{name}/none"] = float(self.num_none.get(name, 0))
-            out[f"{prefix}/{name}/failed"] = float(self.num_failed.get(name, 0))
-        valid_total = [v for v in self.total if v is not None]
-        out["reward"] = sum(valid_total) / len(valid_total) if valid_total else float("nan")
-        out["reward_std"] = _std(valid_total)
-        out["reward_masked"] = float(len(self.total) - len(valid_total))
-        return out
-
-
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
 
 class RewardSet:
     """A recipe's rewards with their weights, built once; calling it scores a batch (`RewardBatch`)."""
@@ -194,7 +171,6 @@ class RewardSet:
         self.rewards = list(rewards)
         self.on_failure = on_failure
         self.failure_counts: Counter[str] = Counter()  # cumulative over calls, per reward / component
-        self.none_counts: Counter[str] = Counter()
 
     @classmethod
     def from_recipe(
@@ -242,7 +218,6 @@ class RewardSet:
             values[name], failed = self._sanitize(name, raw, n)
             num_failed[name] = sum(failed)
             num_none[name] = sum(v is None for v in values[name]) - num_failed[name]
-            self.none_counts[name] += num_none[name]
             failed_rows = [a or b for a, b in zip(failed_rows, failed)]
             for comp_name, comp_values in (getattr(fn, "last_components", None) or {}).items():
                 components[comp_name], comp_failed = self._sanitize(comp_name, comp_values, n)

@@ -1,49 +1,31 @@
 """The Shapes world: small synthetic scenes of colored shapes, with captions, questions, an analyzer
-that reads images back, a GenEval-style scorer and a dataset builder. See DESIGN.md section 2."""
+that reads images back, a GenEval-style scorer and a dataset builder.
 
-from corl.shapes.analyzer import UNKNOWN, DetectedObject, analyze, describe
-from corl.shapes.captions import caption_for
-from corl.shapes.dataset import FEATURES, build_shapes_dataset, make_row
-from corl.shapes.questions import make_question, parse_mc_options
-from corl.shapes.render import degrade, render_objects, render_scene
-from corl.shapes.scene import (
-    CATEGORIES,
-    COLORS,
-    GRID,
-    RELATIONS,
-    SHAPES,
-    Scene,
-    ShapeObject,
-    number_word,
-    sample_scene,
-)
-from corl.shapes.scorer import GenEvalResult, score_detections, score_generation, summarize_results
+The world imports nothing else from corl; everything else may import it. Names are imported lazily, so
+that reading `corl.shapes.dataset_defaults` (as the config does) does not load `datasets`.
+"""
 
-__all__ = [
-    "CATEGORIES",
-    "COLORS",
-    "FEATURES",
-    "GRID",
-    "RELATIONS",
-    "SHAPES",
-    "UNKNOWN",
-    "DetectedObject",
-    "GenEvalResult",
-    "Scene",
-    "ShapeObject",
-    "analyze",
-    "build_shapes_dataset",
-    "caption_for",
-    "degrade",
-    "describe",
-    "make_question",
-    "make_row",
-    "number_word",
-    "parse_mc_options",
-    "render_objects",
-    "render_scene",
-    "sample_scene",
-    "score_detections",
-    "score_generation",
-    "summarize_results",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES: dict[str, tuple[str, ...]] = {  # module -> the names it exports here
+    "corl.shapes.analyzer": ("UNKNOWN", "DetectedObject", "analyze", "describe"),
+    "corl.shapes.captions": ("caption_for",),
+    "corl.shapes.dataset": ("FEATURES", "build_shapes_dataset", "make_row"),
+    "corl.shapes.questions": ("make_question", "parse_mc_options"),
+    "corl.shapes.render": ("degrade", "render_objects", "render_scene"),
+    "corl.shapes.scene": ("CATEGORIES", "COLORS", "GRID", "RELATIONS", "SHAPES", "Scene", "ShapeObject",
+                          "number_word", "sample_scene"),
+    "corl.shapes.scorer": ("GenEvalResult", "score_detections", "score_generation", "summarize_results"),
+}
+_EXPORTS: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'corl.shapes' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -16,18 +16,13 @@ Choices taken:
 from __future__ import annotations
 
 import logging
-import os
 import random
-import shutil
-import uuid
 from collections import Counter
-from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from tqdm.auto import tqdm
 
 from corl.shapes.captions import caption_for
-from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
 from corl.shapes.questions import QUESTION_KINDS, make_question
 from corl.shapes.render import check_size, render_scene
 from corl.shapes.scene import CATEGORIES, Scene, sample_scene
@@ -128,40 +123,3 @@ def summarize(ds: Dataset) -> dict[str, dict[str, int]]:
         "category": dict(sorted(Counter(ds["category"]).items())),
         "question_type": dict(sorted(Counter(ds["question_type"]).items())),
     }
-
-
-# ---- the default split, built once and cached --------------------------------------------------------
-
-
-def default_shapes_dir(
-    n_train: int | None = None,
-    n_test: int | None = None,
-    seed: int | None = None,
-    image_size: int | None = None,
-) -> Path:
-    """The Shapes dataset directory for these sizes under the corl cache, built (once, atomically) if
-    missing. Unset sizes take the defaults above, which `corl shapes build`, training (`data.source:
-    shapes`), `corl eval --suite shapes` and `corl demo` all share."""
-    from corl.paths import cache_root
-
-    n_train = DEFAULT_N_TRAIN if n_train is None else n_train
-    n_test = DEFAULT_N_TEST if n_test is None else n_test
-    seed = DEFAULT_SEED if seed is None else seed
-    image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    folder = cache_root() / "shapes" / f"train{n_train}-test{n_test}-seed{seed}-px{image_size}"
-    if (folder / "dataset_dict.json").is_file():
-        return folder
-    logger.info("building the Shapes dataset into %s", folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        build_shapes_dataset(n_train, n_test, seed=seed, image_size=image_size).save_to_disk(str(tmp))
-        if (folder / "dataset_dict.json").is_file():  # built meanwhile by another process
-            shutil.rmtree(tmp)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder

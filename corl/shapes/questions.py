@@ -159,24 +159,29 @@ def _confusable_absent_kind(scene: Scene, rng: random.Random) -> tuple[str, str]
 
 # ---- open-ended ---------------------------------------------------------------------------------
 
-def _oe_color(scene: Scene, rng: random.Random) -> QA | None:
-    shapes = [s for s in sorted({o.shape for o in scene.objects}) if _uniform_color(scene, s)]
-    if not shapes:
+def _oe_attribute(scene: Scene, rng: random.Random, asked: str) -> QA | None:
+    """"What color is the circle?" (asked="color", the subject named by its shape) or "What shape is the
+    red object?" (asked="shape", named by its color); only subjects whose asked attribute is one value."""
+    named = "shape" if asked == "color" else "color"
+    uniform = _uniform_color if asked == "color" else _uniform_shape
+    subjects = [v for v in sorted({getattr(o, named) for o in scene.objects}) if uniform(scene, v)]
+    if not subjects:
         return None
-    shape = rng.choice(shapes)
-    n = sum(o.shape == shape for o in scene.objects)
-    q = f"What color is the {shape}?" if n == 1 else f"What color are the {plural(shape)}?"
-    return q, _uniform_color(scene, shape)  # type: ignore[return-value]
+    subject = rng.choice(subjects)
+    n = sum(getattr(o, named) == subject for o in scene.objects)
+    if asked == "color":
+        q = f"What color is the {subject}?" if n == 1 else f"What color are the {plural(subject)}?"
+    else:
+        q = f"What shape is the {subject} object?" if n == 1 else f"What shape are the {subject} objects?"
+    return q, uniform(scene, subject)  # type: ignore[return-value]
+
+
+def _oe_color(scene: Scene, rng: random.Random) -> QA | None:
+    return _oe_attribute(scene, rng, "color")
 
 
 def _oe_shape(scene: Scene, rng: random.Random) -> QA | None:
-    colors = [c for c in sorted({o.color for o in scene.objects}) if _uniform_shape(scene, c)]
-    if not colors:
-        return None
-    color = rng.choice(colors)
-    n = sum(o.color == color for o in scene.objects)
-    q = f"What shape is the {color} object?" if n == 1 else f"What shape are the {color} objects?"
-    return q, _uniform_shape(scene, color)  # type: ignore[return-value]
+    return _oe_attribute(scene, rng, "shape")
 
 
 def _oe_count(scene: Scene, rng: random.Random) -> QA | None:

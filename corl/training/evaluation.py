@@ -41,7 +41,7 @@ class ShapesEvaluator:
     def _test_rows(self) -> Any:
         if self.rows is None:
             from corl.data import load_rows
-            from corl.shapes.dataset import default_shapes_dir
+            from corl.data.shapes_source import default_shapes_dir
 
             d = self.cfg.data
             folder = default_shapes_dir(d.shapes_n_train, d.shapes_n_test, d.shapes_seed, d.shapes_image_size)

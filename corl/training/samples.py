@@ -18,7 +18,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from corl.training.records import MM2T, T2I, MicroBatch
+from corl.tasks import MM2T, T2I
+from corl.training.batches import MicroBatch
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +86,14 @@ def write_answer_log(micro_batch: MicroBatch, path: Path, step: int, max_prompts
     return path
 
 
+# What each task's samples look like on disk: a PNG sheet of images, a JSONL log of answers.
+SAMPLE_WRITERS = {T2I: (write_image_sheet, ".png"), MM2T: (write_answer_log, ".jsonl")}
+
+
 def write_samples(micro_batch: MicroBatch, out_dir: Path, step: int) -> list[Path]:
     """Everything of one micro-batch worth looking at, as OUT/samples/step-{step:06d}.{png,jsonl}."""
-    written = []
     stem = out_dir / "samples" / f"step-{step:06d}"
-    if T2I in micro_batch.tasks:
-        written.append(write_image_sheet(micro_batch, stem.with_suffix(".png"), step))
-    if MM2T in micro_batch.tasks:
-        written.append(write_answer_log(micro_batch, stem.with_suffix(".jsonl"), step))
+    written = [write(micro_batch, stem.with_suffix(suffix), step)
+               for task, (write, suffix) in SAMPLE_WRITERS.items() if task in micro_batch.tasks]
     logger.info("samples of step %d: %s", step, ", ".join(str(p) for p in written))
     return written

@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from corl.config import CorlConfig
+from corl.config import CorlConfig, deep_merge
 from corl.policy import JanusPolicy, load_policy, trainable_parameters
 from corl.policy.policy import PARAMETER_GROUPS
 from corl.rewards import RewardSet
-from corl.training.records import MM2T, T2I, TASKS_OF_STAGE
+from corl.tasks import MM2T, T2I, TASKS_OF_STAGE
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def load_training_data(cfg: CorlConfig, accelerator: Any) -> Any:
     with accelerator.main_process_first():
         source = cfg.data.source
         if source == "shapes":
-            from corl.shapes.dataset import default_shapes_dir
+            from corl.data.shapes_source import default_shapes_dir
 
             d = cfg.data
             source = str(default_shapes_dir(d.shapes_n_train, d.shapes_n_test, d.shapes_seed, d.shapes_image_size))
@@ -284,13 +284,6 @@ def load_training_data(cfg: CorlConfig, accelerator: Any) -> Any:
 # ---------------------------------------------------------------------------------------- rewards
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def reward_options(cfg: CorlConfig, names: list[str], device: torch.device) -> dict[str, dict]:
     """Backend options of each reward in `names`, derived from the `rewards` section (+ reward_kwargs)."""
     r = cfg.rewards
@@ -309,7 +302,7 @@ def reward_options(cfg: CorlConfig, names: list[str], device: torch.device) -> d
     options = {name: dict(derived.get(name, {})) for name in names}
     for name, extra in (r.reward_kwargs or {}).items():
         if name in options:
-            options[name] = _merge(options[name], dict(extra or {}))
+            options[name] = deep_merge(options[name], dict(extra or {}))
     return {name: opts for name, opts in options.items() if opts}
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from corl.config import CorlConfig, load_config
-from corl.config_commands import resolve_recipe
+from corl.config import CorlConfig, load_config, resolve_recipe
 
 # Overrides that make any shapes-tiny recipe run in seconds on a CPU.
 TINY_OVERRIDES: tuple[str, ...] = (

@@ -8,8 +8,10 @@ returns (header, step rows).
 
 Metric names follow TRL where one exists: rewards/{task}/{name}/mean|std, reward/{task}/mean|std,
 frac_reward_zero_std, kl, clip_ratio/..., entropy/{task}, grad_norm, learning_rate, loss/{task},
-completions/mm2t/mean_length|clipped_ratio; plus advantages/{task}/abs_mean, reward_masked/{task}
-(rows whose reward was missing: zero advantage) and time/{stage} in seconds.
+completions/mm2t/mean_length|clipped_ratio; plus reward/{task}/group_std (mean within-group std, TRL's
+reward_std), advantages/{task}/abs_mean, reward_masked/{task} (rows whose reward was missing: zero
+advantage) and time/{stage} in seconds. `rollout_metrics` is the one place that computes reward
+statistics over ranks; the group statistics come from `corl.algos` (within each rank's micro-batch).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from corl.tasks import MM2T, T2I, Task
+from corl.training.batches import StepBatch
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +104,55 @@ def sum_across_ranks(accelerator: Any, value: float) -> float:
         return float(value)
     t = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
     return float(accelerator.reduce(t, reduction="sum").item())
+
+
+# ---------------------------------------------------------------------------------- rollout metrics
+
+
+def rollout_metrics(accelerator: Any, tasks: dict[str, Task], batch: StepBatch, cfg: Any) -> dict[str, float]:
+    """Reward, advantage and completion statistics of a rollout batch over every rank (collective)."""
+    acc = accelerator
+    out: dict[str, float] = {}
+    for task, task_obj in tasks.items():
+        batches = batch.task_batches(task)
+        totals = gather_rows(acc, torch.cat([b.rewards for b in batches]))  # [world * rows], NaN = masked
+        out[f"reward/{task}/mean"], out[f"reward/{task}/std"] = nan_stats(totals)
+        out[f"reward_masked/{task}"] = float(torch.isnan(totals).sum())
+        first = batches[0].reward_batch
+        for name in list(first.values) + list(first.components):
+            source = "values" if name in first.values else "components"
+            values = [v for b in batches for v in getattr(b.reward_batch, source)[name]]
+            gathered = gather_rows(acc, torch.tensor([math.nan if v is None else v for v in values]))
+            out[f"rewards/{task}/{name}/mean"], out[f"rewards/{task}/{name}/std"] = nan_stats(gathered)
+            failed = sum(b.reward_batch.num_failed.get(name, 0) for b in batches)
+            out[f"rewards/{task}/{name}/failed"] = sum_across_ranks(acc, failed)
+        advantages = gather_rows(acc, torch.cat([b.advantages.cpu() for b in batches]))
+        out[f"advantages/{task}/abs_mean"] = float(advantages.abs().mean())
+        lengths = torch.cat([b.rollout.prompt_mask.sum(dim=1).float().cpu() for b in batches])
+        over = float((lengths > cfg.rollout.max_prompt_length).sum())
+        out[f"prompts/{task}/over_max_length"] = sum_across_ranks(acc, over)
+        per_row = [task_obj.completion_rows(b) for b in batches]
+        for name in per_row[0]:
+            out[f"completions/{task}/{name}"] = float(gather_rows(acc, torch.cat([rows[name] for rows in per_row])).mean())
+    if cfg.stage == "unified" and cfg.grpo.unified_mode == "joint_reward":
+        joint = torch.cat([b.rewards for b in batch.task_batches(T2I)]) + cfg.grpo.unified_lambda * torch.cat(
+            [b.rewards for b in batch.task_batches(MM2T)])
+        out["reward/joint/mean"], out["reward/joint/std"] = nan_stats(gather_rows(acc, joint))
+    # Group statistics of corl.algos, averaged over micro-batches and ranks.
+    num_micro = len(batch.micro_batches)
+    groups = {"frac_reward_zero_std": 0.0}
+    groups.update({f"frac_reward_zero_std/{t}": 0.0 for t in tasks})
+    groups.update({f"reward/{t}/group_std": 0.0 for t in tasks})
+    for mb in batch.micro_batches:
+        groups["frac_reward_zero_std"] += mb.advantage_stats["frac_reward_zero_std"] / num_micro
+        for t in tasks:
+            groups[f"frac_reward_zero_std/{t}"] += mb.advantage_stats[f"{t}/frac_reward_zero_std"] / num_micro
+            groups[f"reward/{t}/group_std"] += mb.advantage_stats[f"{t}/reward_std"] / num_micro
+    out.update(mean_across_ranks(acc, groups))
+    if any(out.get(f"prompts/{t}/over_max_length", 0) for t in tasks):
+        logger.warning("prompts longer than rollout.max_prompt_length=%d were used uncut (see prompts/*/over_max_length)",
+                       cfg.rollout.max_prompt_length)
+    return out
 
 
 # ---------------------------------------------------------------------------------- metrics file

@@ -23,22 +23,7 @@ from corl.eval.image_dumps import (
     read_wise_prompts,
 )
 
-from .conftest import FakePolicy
-
-GENEVAL_LINES = [
-    {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
-    {
-        "tag": "counting",
-        "include": [{"class": "cup", "count": 3}],
-        "exclude": [{"class": "cup", "count": 4}],
-        "prompt": "a photo of three cups",
-    },
-    {
-        "tag": "position",
-        "include": [{"class": "dog", "count": 1}, {"class": "cat", "count": 1, "position": ["left of", 0]}],
-        "prompt": "a photo of a cat left of a dog",
-    },
-]
+from .helpers import GENEVAL_LINES, FakePolicy
 
 
 @pytest.fixture

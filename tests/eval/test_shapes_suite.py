@@ -8,7 +8,7 @@ from corl.eval.shapes_suite import evaluate_shapes
 from corl.shapes import CATEGORIES, Scene
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
 
-from .conftest import FakePolicy
+from .helpers import FakePolicy
 
 FORMATTED = "<think>I look at the image.</think><answer>{}</answer>"
 
@@ -156,7 +156,8 @@ def test_bad_inputs_raise(shapes_split, scenes_by_caption):
 
 
 def test_runs_with_the_real_janus_policy_class(shapes_split):
-    """The duck-typed calls match corl.policy.JanusPolicy (a tiny random Janus; the numbers are noise)."""
+    """The suite's calls match corl.generation.rollout's functions on a real JanusPolicy (a tiny random Janus;
+    the numbers are noise)."""
     torch = pytest.importorskip("torch")
     testing = pytest.importorskip("corl.policy.testing")
     from corl.policy import JanusPolicy

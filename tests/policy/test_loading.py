@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import JanusImageProcessorPil
 
+from corl.generation.rollout import generate_images
 from corl.policy.loading import (
     SHAPES_BASE_ENV,
     default_model_path,
@@ -59,7 +60,7 @@ def test_bf16_loading(saved_checkpoint):
     directory, _ = saved_checkpoint
     policy = load_policy(directory, dtype="bf16", device="cpu")
     assert policy.dtype == torch.bfloat16
-    images = policy.generate_images(["a red circle"], n=1, seed=0)
+    images = generate_images(policy, ["a red circle"], n=1, seed=0)
     assert images[0].size == (48, 48)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from corl.policy.matching import gather_masked
+from corl.policy.matching import gather_masked, matching_states
 from corl.policy.prompts import PromptStyle, encode_understanding
 from corl.policy.testing import sample_images
 
@@ -28,7 +28,7 @@ def naive_states(policy, image, text, style, layer=-1):
 )
 def test_states_match_an_unpadded_single_row_pass(tiny_policy, style):
     images = sample_images(3)
-    result = tiny_policy.matching_states(images, TEXTS, style=style)
+    result = matching_states(tiny_policy, images, TEXTS, style=style)
     n = tiny_policy.num_image_tokens
     tokenizer = tiny_policy.tokenizer
     assert result.image_states.shape[:2] == (3, n) and bool(result.image_mask.all())
@@ -43,17 +43,17 @@ def test_states_match_an_unpadded_single_row_pass(tiny_policy, style):
 
 def test_answer_format_is_not_part_of_the_text(tiny_policy):
     # the policy style's answer-format instruction must not leak into the matching prompt
-    styled = tiny_policy.matching_states(sample_images(1), ["red circle"], style=PromptStyle())
+    styled = matching_states(tiny_policy, sample_images(1), ["red circle"], style=PromptStyle())
     assert int(styled.text_mask.sum()) == 2
 
 
 def test_layer_selection_and_batching(tiny_policy):
     images = sample_images(3)
-    whole = tiny_policy.matching_states(images, TEXTS, layer=1)
-    parts = tiny_policy.matching_states(images, TEXTS, layer=1, batch_size=2)
+    whole = matching_states(tiny_policy, images, TEXTS, layer=1)
+    parts = matching_states(tiny_policy, images, TEXTS, layer=1, batch_size=2)
     torch.testing.assert_close(whole.text_states, parts.text_states, atol=1e-6, rtol=1e-6)
     assert torch.equal(whole.text_mask, parts.text_mask)
-    last = tiny_policy.matching_states(images, TEXTS)
+    last = matching_states(tiny_policy, images, TEXTS)
     assert (whole.image_states - last.image_states).abs().max() > 1e-3
     _, text_ref = naive_states(tiny_policy, images[0], TEXTS[0], tiny_policy.style, layer=1)
     torch.testing.assert_close(whole.text_states[0, : text_ref.shape[0]], text_ref, atol=1e-6, rtol=1e-6)
@@ -69,6 +69,6 @@ def test_gather_masked_packs_in_order():
 
 def test_bad_inputs_are_errors(tiny_policy):
     with pytest.raises(ValueError, match="texts"):
-        tiny_policy.matching_states(sample_images(2), ["a"])
+        matching_states(tiny_policy, sample_images(2), ["a"])
     with pytest.raises(ValueError, match="non-empty"):
-        tiny_policy.matching_states(sample_images(1), ["  "])
+        matching_states(tiny_policy, sample_images(1), ["  "])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from corl.generation.rollout import answer, generate_images
 from corl.policy.policy import PARAMETER_GROUPS, JanusPolicy, trainable_parameters
 from corl.policy.testing import sample_images, tiny_janus
 
@@ -55,11 +56,11 @@ def test_freezing_is_configurable_and_validated():
 
 
 def test_answer_and_generate_images_conveniences(tiny_policy):
-    answers = tiny_policy.answer(sample_images(2), ["what color?", "which shape?"], max_new_tokens=5)
+    answers = answer(tiny_policy, sample_images(2), ["what color?", "which shape?"], max_new_tokens=5)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
-    again = tiny_policy.answer(sample_images(2), ["what color?", "which shape?"], max_new_tokens=5)
+    again = answer(tiny_policy, sample_images(2), ["what color?", "which shape?"], max_new_tokens=5)
     assert answers == again  # greedy by default
-    images = tiny_policy.generate_images(["a red circle", "a blue square"], n=2, seed=3)
+    images = generate_images(tiny_policy, ["a red circle", "a blue square"], n=2, seed=3)
     assert len(images) == 4 and images[0].size == (32, 32)
     pixels = [torch.tensor(list(image.getdata())) for image in images]
     assert not torch.equal(pixels[0], pixels[1])

@@ -7,12 +7,16 @@ the batched implementation.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
+from corl.generation.rollout import rollout_images, rollout_text
 from corl.policy import scoring
+from corl.policy.logits import unconditional_prompt
 from corl.policy.policy import JanusPolicy, trainable_parameters
-from corl.policy.sampling import unconditional_prompt
+from corl.policy.scoring import image_token_logps, text_token_logps
 from corl.policy.testing import sample_images, tiny_janus
 
 CAPTIONS = ["a red circle", "two green triangles above a yellow square"]  # different lengths: padding
@@ -66,9 +70,9 @@ def naive_text_logps(policy, prompt_ids, prompt_mask, pixel_values, completion_i
 
 @pytest.mark.parametrize("cfg_weight", [None, 5.0])
 def test_image_logps_equal_naive_reference_with_padding(tiny_policy, cfg_weight):
-    rollout = tiny_policy.rollout_images(CAPTIONS, group_size=2, seed=0, decode=False)
+    rollout = rollout_images(tiny_policy, CAPTIONS, group_size=2, seed=0, decode=False)
     assert not bool(rollout.prompt_mask.all())
-    ours = tiny_policy.image_token_logps(
+    ours = image_token_logps(tiny_policy,
         rollout.prompt_ids, rollout.prompt_mask, rollout.image_tokens, cfg_weight
     )
     reference = naive_image_logps(
@@ -78,16 +82,16 @@ def test_image_logps_equal_naive_reference_with_padding(tiny_policy, cfg_weight)
     torch.testing.assert_close(ours.double(), reference, atol=1e-5, rtol=1e-5)
     # the one-position-off mistake would give clearly different numbers
     shifted = torch.roll(rollout.image_tokens, 1, dims=1)
-    wrong = tiny_policy.image_token_logps(rollout.prompt_ids, rollout.prompt_mask, shifted, cfg_weight)
+    wrong = image_token_logps(tiny_policy, rollout.prompt_ids, rollout.prompt_mask, shifted, cfg_weight)
     assert (wrong - ours).abs().max() > 0.1
 
 
 def test_text_logps_equal_naive_reference_with_padding(tiny_policy):
-    rollout = tiny_policy.rollout_text(sample_images(2), QUESTIONS, group_size=2, max_new_tokens=6, seed=0)
+    rollout = rollout_text(tiny_policy, sample_images(2), QUESTIONS, group_size=2, max_new_tokens=6, seed=0)
     assert not bool(rollout.prompt_mask.all())
     mask = rollout.completion_mask.clone()
     mask[1, 3:] = 0  # pretend row 1 ended early: masked tails must not change the valid positions
-    ours = tiny_policy.text_token_logps(
+    ours = text_token_logps(tiny_policy,
         rollout.prompt_ids, rollout.prompt_mask, rollout.pixel_values, rollout.completion_ids, mask
     )
     reference = naive_text_logps(
@@ -103,7 +107,7 @@ def test_text_logps_equal_naive_reference_with_padding(tiny_policy):
 
 def test_sampled_tokens_are_scored_under_the_sampling_distribution(tiny_policy, monkeypatch):
     """Record the logits the rollout sampled from; scoring with the same settings must reproduce them."""
-    from corl.policy import rollout as rollout_module
+    from corl.generation import rollout as rollout_module
 
     seen: list[torch.Tensor] = []
 
@@ -120,21 +124,21 @@ def test_sampled_tokens_are_scored_under_the_sampling_distribution(tiny_policy, 
         "sample_with_noise",
         lambda logits, noise, **kw: record(logits, draw_image(logits, noise, **kw), kw["temperature"]),
     )
-    result = tiny_policy.rollout_images(
+    result = rollout_images(tiny_policy,
         CAPTIONS, group_size=2, cfg_weight=3.0, temperature=0.7, seed=4, decode=False
     )
     sampled_logps = torch.stack(seen, dim=1)  # [R, N]
-    scored = tiny_policy.image_token_logps(
+    scored = image_token_logps(tiny_policy,
         result.prompt_ids, result.prompt_mask, result.image_tokens, 3.0, temperature=0.7
     )
     torch.testing.assert_close(scored.double(), sampled_logps, atol=1e-6, rtol=1e-6)
 
     seen.clear()
-    text = tiny_policy.rollout_text(
+    text = rollout_text(tiny_policy,
         sample_images(2), QUESTIONS, group_size=2, max_new_tokens=5, temperature=1.3, seed=2
     )
     sampled_text = torch.stack(seen, dim=1)
-    scored_text = tiny_policy.text_token_logps(
+    scored_text = text_token_logps(tiny_policy,
         text.prompt_ids,
         text.prompt_mask,
         text.pixel_values,
@@ -147,14 +151,14 @@ def test_sampled_tokens_are_scored_under_the_sampling_distribution(tiny_policy, 
 
 @pytest.mark.parametrize("cfg_weight", [1.0, 5.0])
 def test_greedy_tokens_are_the_argmax_of_the_scoring_distribution(tiny_policy, cfg_weight):
-    result = tiny_policy.rollout_images(
+    result = rollout_images(tiny_policy,
         CAPTIONS, group_size=1, cfg_weight=cfg_weight, greedy=True, decode=False
     )
     logits = scoring.image_token_logits(
         tiny_policy, result.prompt_ids, result.prompt_mask, result.image_tokens, cfg_weight
     )
     assert torch.equal(logits.argmax(-1), result.image_tokens)
-    text = tiny_policy.rollout_text(sample_images(2), QUESTIONS, greedy=True, max_new_tokens=6)
+    text = rollout_text(tiny_policy, sample_images(2), QUESTIONS, greedy=True, max_new_tokens=6)
     text_logits = scoring.text_token_logits(
         tiny_policy,
         text.prompt_ids,
@@ -167,11 +171,11 @@ def test_greedy_tokens_are_the_argmax_of_the_scoring_distribution(tiny_policy, c
 
 
 def test_cfg_and_conditional_scores_differ_and_entropy_is_returned(tiny_policy):
-    result = tiny_policy.rollout_images(CAPTIONS, seed=1, decode=False)
-    cond, cond_entropy = tiny_policy.image_token_logps(
+    result = rollout_images(tiny_policy, CAPTIONS, seed=1, decode=False)
+    cond, cond_entropy = image_token_logps(tiny_policy,
         result.prompt_ids, result.prompt_mask, result.image_tokens, None, return_entropy=True
     )
-    guided = tiny_policy.image_token_logps(result.prompt_ids, result.prompt_mask, result.image_tokens, 5.0)
+    guided = image_token_logps(tiny_policy, result.prompt_ids, result.prompt_mask, result.image_tokens, 5.0)
     assert (cond - guided).abs().max() > 0.1
     vocab = tiny_policy.model.config.vq_config.num_embeddings
     assert bool((cond_entropy > 0).all()) and bool(
@@ -184,13 +188,13 @@ def test_gradients_reach_only_trainable_parameters():
     model, processor = tiny_janus(5)
     policy = JanusPolicy(model, processor)
     trainable_parameters(policy)  # default: language model (+ text head)
-    result = policy.rollout_images(CAPTIONS, seed=0, decode=False)
-    text = policy.rollout_text(sample_images(2), QUESTIONS, max_new_tokens=4, seed=0)
+    result = rollout_images(policy, CAPTIONS, seed=0, decode=False)
+    text = rollout_text(policy, sample_images(2), QUESTIONS, max_new_tokens=4, seed=0)
     model.train()
-    loss = -policy.image_token_logps(result.prompt_ids, result.prompt_mask, result.image_tokens, 5.0).mean()
+    loss = -image_token_logps(policy, result.prompt_ids, result.prompt_mask, result.image_tokens, 5.0).mean()
     loss = (
         loss
-        - policy.text_token_logps(
+        - text_token_logps(policy,
             text.prompt_ids, text.prompt_mask, text.pixel_values, text.completion_ids, text.completion_mask
         ).mean()
     )
@@ -216,27 +220,28 @@ def test_chunked_scoring_equals_one_piece_in_values_and_gradients(task, monkeypa
     policy = JanusPolicy(model, processor)
     params = trainable_parameters(policy)
     if task == "image":
-        r = policy.rollout_images(CAPTIONS, group_size=2, seed=0, decode=False)
+        r = rollout_images(policy, CAPTIONS, group_size=2, seed=0, decode=False)
         args = (r.prompt_ids, r.prompt_mask, r.image_tokens, 5.0)
-        score = policy.image_token_logps
+        score = functools.partial(image_token_logps, policy)
     else:
-        r = policy.rollout_text(sample_images(2), QUESTIONS, group_size=2, max_new_tokens=6, seed=0)
+        r = rollout_text(policy, sample_images(2), QUESTIONS, group_size=2, max_new_tokens=6, seed=0)
         args = (r.prompt_ids, r.prompt_mask, r.pixel_values, r.completion_ids, r.completion_mask)
-        score = policy.text_token_logps
+        score = functools.partial(text_token_logps, policy)
 
-    def run():
+    def run(**budget):
         model.zero_grad(set_to_none=True)
-        logps, entropy = score(*args, temperature=0.7, return_entropy=True)
+        logps, entropy = score(*args, temperature=0.7, return_entropy=True, **budget)
         (logps * torch.linspace(0.5, 1.5, logps.shape[1], dtype=logps.dtype)).sum().backward()
         return logps.detach(), entropy, [None if p.grad is None else p.grad.clone() for p in params]
 
     whole = run()
     seen_chunks = []
     original = scoring._chunk_positions
-    monkeypatch.setattr(scoring, "_chunk_positions", lambda *a: seen_chunks.append(2) or 2)
-    chunked = run()
+    # the budget (logits_chunk_mb) reaches the chunking; 2 positions per chunk whatever it says
+    monkeypatch.setattr(scoring, "_chunk_positions", lambda *a: seen_chunks.append(a[-1]) or 2)
+    chunked = run(logits_chunk_mb=1)
     monkeypatch.setattr(scoring, "_chunk_positions", original)
-    assert seen_chunks and whole[0].shape[1] > 2  # really split into several chunks
+    assert seen_chunks == [1] and whole[0].shape[1] > 2  # really split into several chunks
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-10, atol=1e-10)
     assert not chunked[1].requires_grad  # entropy is a metric

@@ -170,3 +170,31 @@ def solid():
 def shapes_image():
     """shapes_image(seed, size=48) -> an image with a few colored shapes on white."""
     return make_shapes_image
+
+
+class FakeAnswer:
+    """Stands in for `corl.generation.rollout.answer` where corl.rewards.captioners looks it up (the 'self'
+    captioner): `reply(questions)` gives the completions (default: `replies`, one per image). Every call
+    is recorded as (policy, number of images, questions, greedy)."""
+
+    def __init__(self, replies=None, reply=None):
+        self.reply = reply or (lambda questions: list(replies)[: len(questions)])
+        self.calls = []
+
+    def __call__(self, policy, images, questions, *, greedy=True, **kwargs):
+        self.calls.append((policy, len(images), list(questions), greedy))
+        return self.reply(list(questions))
+
+
+@pytest.fixture
+def fake_answer(monkeypatch):
+    """fake_answer(replies=None, reply=None) -> a FakeAnswer installed as corl.rewards.captioners.answer.
+    The 'self' captioner needs a real JanusPolicy: pair this with the `tiny_policy` fixture."""
+    from corl.rewards import captioners
+
+    def install(replies=None, reply=None) -> FakeAnswer:
+        fake = FakeAnswer(replies, reply)
+        monkeypatch.setattr(captioners, "answer", fake)
+        return fake
+
+    return install

@@ -29,34 +29,28 @@ def test_blip_prompt_is_stripped_from_captions(tiny_blip_dir, solid):
     assert not caption.lower().startswith("a picture of")
 
 
-class FakePolicy:
-    def __init__(self, answers):
-        self.answers, self.calls = answers, []
-
-    def answer(self, images, questions, greedy=True):
-        self.calls.append((len(images), list(questions), greedy))
-        return self.answers[: len(images)]
-
-
-def test_self_captioner_asks_the_policy(solid):
-    policy = FakePolicy(
+def test_self_captioner_asks_the_policy(solid, tiny_policy, fake_answer):
+    fake = fake_answer(
         [
             "<think>I see red.</think><answer>a red square</answer>",
             "a blue circle",
             "<think>hmm</think> two dots",
         ]
     )
-    captioner = make_captioner("self", policy=policy, instruction="Caption it.")
+    captioner = make_captioner("self", policy=tiny_policy, instruction="Caption it.")
     captions = captioner([solid((255, 0, 0)), solid((0, 0, 255)), solid((0, 0, 0))])
     assert captions == ["a red square", "a blue circle", "two dots"]
-    assert policy.calls == [(3, ["Caption it."] * 3, True)]
+    assert fake.calls == [(tiny_policy, 3, ["Caption it."] * 3, True)]
 
 
-def test_self_captioner_needs_a_policy(solid):
-    with pytest.raises(ValueError, match="answer"):
+def test_self_captioner_needs_a_policy(solid, tiny_policy, fake_answer):
+    with pytest.raises(ValueError, match="JanusPolicy"):
         make_captioner("self")
+    with pytest.raises(ValueError, match="JanusPolicy"):
+        make_captioner("self", policy=object())
+    fake_answer(["x"])
     with pytest.raises(ValueError, match="returned 1 answers"):
-        PolicyCaptioner(FakePolicy(["x"]))([solid((0, 0, 0)), solid((9, 9, 9))])
+        PolicyCaptioner(tiny_policy)([solid((0, 0, 0)), solid((9, 9, 9))])
 
 
 def test_shapes_captioner_uses_analyze_then_describe(monkeypatch, solid):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import mean
 
 import pytest
 
@@ -45,10 +46,10 @@ def test_reward_set_logs_the_halves():
     batch = RewardSet([("cycle", reward, 1.0)])(
         ["a red circle", "a red circle"], ["g1", "g2"], image=["r", "r"]
     )
-    metrics = batch.metrics()
-    assert metrics["rewards/cycle/visual/mean"] == pytest.approx(0.3)
-    assert metrics["rewards/cycle/text/mean"] == pytest.approx(0.5)
-    assert metrics["rewards/cycle/mean"] == pytest.approx((0.6 + 0.2) / 2)
+    assert batch.components["cycle/visual"] == [pytest.approx(0.2), pytest.approx(0.4)]
+    assert mean(batch.components["cycle/visual"]) == pytest.approx(0.3)
+    assert mean(batch.components["cycle/text"]) == pytest.approx(0.5)
+    assert mean(batch.values["cycle"]) == pytest.approx((0.6 + 0.2) / 2)
 
 
 def test_real_offline_backends_prefer_the_matching_image():
@@ -78,21 +79,19 @@ def test_single_halves_from_the_registry(shapes_image):
     assert 0.0 <= text(["a red circle"], [img])[0] <= 1.0  # no image column needed
 
 
-def test_self_captioner_through_the_registry(shapes_image):
-    class Policy:
-        def answer(self, images, questions, greedy=True):
-            return ["<answer>a red circle</answer>"] * len(images)
-
+def test_self_captioner_through_the_registry(shapes_image, tiny_policy, fake_answer):
+    fake = fake_answer(reply=lambda questions: ["<answer>a red circle</answer>"] * len(questions))
     reward = build_reward(
         "cycle",
-        policy=Policy(),
+        policy=tiny_policy,
         captioner="self",
         text_similarity="overlap",
         captioner_options={"instruction": "What is drawn?"},
     )
     img = shapes_image(2)
     assert reward(["a red circle"], [img], image=[img]) == [pytest.approx(1.0, abs=1e-4)]
-    with pytest.raises(ValueError, match="answer"):
+    assert fake.calls == [(tiny_policy, 1, ["What is drawn?"], True)]
+    with pytest.raises(ValueError, match="JanusPolicy"):
         build_reward("cycle", captioner="self")
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from corl.data.images import ImageDecodeError, to_rgb_image
 from corl.rewards.image_similarity import (
     LPIPSSimilarity,
     MSESimilarity,
     SSIMSimilarity,
     make_image_similarity,
-    to_rgb_image,
 )
 
 
@@ -98,7 +98,7 @@ def test_image_inputs(tmp_path, shapes_image):
     ):
         out = to_rgb_image(source)
         assert out.mode == "RGB" and out.size == img.size
-    with pytest.raises(TypeError, match="cannot read an image"):
+    with pytest.raises(ImageDecodeError, match="cannot read an image"):
         to_rgb_image(42)
 
 

@@ -58,22 +58,26 @@ def test_open_ended_unicode_and_long_answers():
 
 
 @pytest.fixture(scope="module")
-def cycle_set():
+def cycle_set(request):
     """cycle (SSIM + Shapes analyzer when present + MiniLM BERTScore) and the MSE visual half."""
     import importlib.util
 
+    from corl.rewards import captioners
+
     captioner = "shapes" if importlib.util.find_spec("corl.shapes.analyzer") else "self"
     options = {"captioner": captioner}
-    if captioner == "self":  # corl.shapes not there: a policy that always says the same
-        policy = type("P", (), {"answer": lambda self, imgs, qs, greedy=True: ["a red circle"] * len(imgs)})()
-    else:
-        policy = None
-    return RewardSet.from_recipe(
-        ["cycle", "cycle_visual"],
-        [1.0, 0.5],
-        {"cycle": options, "cycle_visual": {"visual": "mse"}},
-        policy=policy,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        if captioner == "self":  # corl.shapes not there: the policy always says the same
+            policy = request.getfixturevalue("tiny_policy")
+            patch.setattr(captioners, "answer", lambda policy, imgs, qs, greedy=True: ["a red circle"] * len(imgs))
+        else:
+            policy = None
+        yield RewardSet.from_recipe(
+            ["cycle", "cycle_visual"],
+            [1.0, 0.5],
+            {"cycle": options, "cycle_visual": {"visual": "mse"}},
+            policy=policy,
+        )
 
 
 def test_t2i_rewards_on_degenerate_images(cycle_set, solid, shapes_image):

@@ -1,0 +1,122 @@
+"""`corl generate` and `corl answer`: try a checkpoint from the command line.
+
+Heavy imports (torch, transformers) happen inside the command functions, so registering the parsers
+keeps `corl --help` fast. Without --model both use the Shapes base checkpoint
+(`corl.policy.default_model_path()`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from corl.config import DEFAULT_CFG_WEIGHT
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint directory or hub id (default: the Shapes base model, "
+        "$CORL_SHAPES_BASE or ~/.cache/corl/shapes-base)",
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, else fp32)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    generate = subparsers.add_parser(
+        "generate",
+        help="generate images from a text prompt",
+        description="Text-to-image with classifier-free guidance.",
+    )
+    generate.add_argument("--prompt", required=True, help="the caption to draw")
+    generate.add_argument("--n", type=int, default=4, help="number of images")
+    generate.add_argument("--out", type=Path, default=Path("grid.png"), help="output image grid (PNG)")
+    generate.add_argument("--cfg", type=float, default=DEFAULT_CFG_WEIGHT,
+                          help=f"classifier-free guidance weight (1 = none; default {DEFAULT_CFG_WEIGHT:g})")
+    generate.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely codes")
+    _add_model_arguments(generate)
+    generate.set_defaults(func=run_generate, _parser=generate)
+
+    answer = subparsers.add_parser(
+        "answer",
+        help="answer a question about an image",
+        description="Image understanding: image + question -> text.",
+    )
+    answer.add_argument("--image", type=Path, required=True, help="image file")
+    answer.add_argument("--question", required=True, help="the question")
+    mode = answer.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--greedy", dest="greedy", action="store_true", default=True, help="greedy decoding (default)"
+    )
+    mode.add_argument(
+        "--sample", dest="greedy", action="store_false", help="sample with --temperature and --seed"
+    )
+    answer.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit in tokens")
+    answer.add_argument(
+        "--no-format", action="store_true", help="leave out the <think>/<answer> format instruction"
+    )
+    _add_model_arguments(answer)
+    answer.set_defaults(func=run_answer, _parser=answer)
+
+
+def image_grid(images: list, columns: int | None = None):
+    """Paste equally sized PIL images into one grid image (row-major)."""
+    from PIL import Image
+
+    if not images:
+        raise ValueError("no images to put in a grid")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
+    for index, image in enumerate(images):
+        grid.paste(image, ((index % columns) * width, (index // columns) * height))
+    return grid
+
+
+def _load(args):
+    from corl.policy.loading import load_policy
+
+    return load_policy(args.model, dtype=args.dtype, device=args.device)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    from corl.generation.rollout import generate_images
+
+    policy = _load(args)
+    images = generate_images(
+        policy, [args.prompt], n=args.n, cfg_weight=args.cfg, seed=args.seed, temperature=args.temperature,
+        top_k=args.top_k,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images).save(args.out)
+    print(f"wrote {len(images)} images of {images[0].size[0]}px to {args.out}")
+    return 0
+
+
+def run_answer(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from corl.generation.rollout import answer
+    from corl.policy.prompts import PromptStyle
+
+    if not args.image.is_file():
+        raise FileNotFoundError(f"no image file {args.image}")
+    policy = _load(args)
+    style = PromptStyle(answer_format=None) if args.no_format else policy.style
+    with Image.open(args.image) as image:
+        text = answer(
+            policy, [image.convert("RGB")], [args.question], greedy=args.greedy,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, style=style,
+        )[0]
+    print(text)
+    return 0

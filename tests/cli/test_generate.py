@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from PIL import Image
+
+from corl.cli import generate as commands
+from corl.policy.loading import SHAPES_BASE_ENV, save_policy
+from corl.policy.policy import JanusPolicy
+from corl.policy.testing import sample_images, tiny_janus
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model, processor = tiny_janus(4)
+    return save_policy(JanusPolicy(model, processor), tmp_path_factory.mktemp("cli") / "tiny")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="corl")
+    commands.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_generate_writes_a_grid(checkpoint, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    args = parse(
+        [
+            "generate",
+            "--model",
+            str(checkpoint),
+            "--prompt",
+            "a red circle",
+            "--n",
+            "4",
+            "--out",
+            str(out),
+            "--cfg",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert args.func(args) == 0
+    with Image.open(out) as grid:
+        assert grid.size == (64, 64)  # 2 x 2 images of 32 px
+    assert "wrote 4 images" in capsys.readouterr().out
+
+
+def test_answer_prints_text(checkpoint, tmp_path, capsys):
+    image_path = tmp_path / "scene.png"
+    sample_images(1)[0].save(image_path)
+    args = parse(
+        [
+            "answer",
+            "--model",
+            str(checkpoint),
+            "--image",
+            str(image_path),
+            "--question",
+            "what color?",
+            "--max-new-tokens",
+            "4",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert args.greedy is True
+    assert args.func(args) == 0
+    first = capsys.readouterr().out
+    assert args.func(args) == 0
+    assert capsys.readouterr().out == first  # greedy: deterministic
+    sampled = parse(["answer", "--image", str(image_path), "--question", "q", "--sample"])
+    assert sampled.greedy is False
+
+
+def test_missing_default_model_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(SHAPES_BASE_ENV, str(tmp_path / "nowhere"))
+    args = parse(["generate", "--prompt", "a red circle"])
+    with pytest.raises(FileNotFoundError, match="make-base"):
+        args.func(args)
+
+
+def test_greedy_and_sample_are_exclusive():
+    with pytest.raises(SystemExit):
+        parse(["answer", "--image", "x.png", "--question", "q", "--greedy", "--sample"])

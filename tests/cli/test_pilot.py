@@ -1,0 +1,47 @@
+"""`corl pilot` on a tiny random model: arms follow their budgets and the table is written."""
+
+import json
+
+import pytest
+
+from corl.cli import main
+from corl.cli.pilot import arm_schedule, summarize, unified_batch_size
+from corl.data import shapes_source
+from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
+
+
+def test_equal_budgets_in_sampled_completions():
+    # a unified step samples both tasks: single-task arms get twice the steps
+    assert arm_schedule("unified", 10) == [("unified", 10)]
+    assert arm_schedule("gen-only", 10) == [("t2i", 20)]
+    assert arm_schedule("und-only", 10) == [("mm2t", 20)]
+    cycle = arm_schedule("cycle", 10)
+    assert [s for s, _ in cycle] == ["t2i", "mm2t", "t2i", "mm2t"] and sum(n for _, n in cycle) == 20
+    assert arm_schedule("base", 10) == []
+
+
+def test_summarize_mean_and_std():
+    table = summarize({"a": [{"t2i.overall": 0.2, "mc.accuracy": None}, {"t2i.overall": 0.4}]})
+    assert table["a"]["t2i.overall"]["mean"] == pytest.approx(0.3)
+    assert table["a"]["t2i.overall"]["std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert table["a"]["mc.accuracy"]["mean"] is None
+
+
+def test_pilot_runs_every_arm(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CORL_SHAPES_BASE", str(save_tiny_policy(tmp_path / "base")))
+    monkeypatch.setattr(shapes_source, "DEFAULT_N_TRAIN", 16)
+    monkeypatch.setattr(shapes_source, "DEFAULT_N_TEST", 4)
+    sets = [x for o in TINY_OVERRIDES if not o.startswith(("data.shapes_n_", "train.max_steps"))
+            for x in ("--set", o)]
+    out = tmp_path / "pilot"
+    assert main(["pilot", "--out", str(out), "--steps", "1", "--eval-rows", "2", "--images-per-prompt", "1",
+                 "--arms", "base", "cycle", "unified", *sets]) == 0
+    saved = json.loads((out / "pilot.json").read_text())
+    assert set(saved["table"]) == {"base", "cycle", "unified"}
+    assert [p.name for p in sorted((out / "seed0" / "cycle").glob("*-*"))] == ["0-t2i", "1-mm2t", "2-t2i", "3-mm2t"]
+    assert (out / "pilot.md").is_file() and (out / "pilot.png").is_file()
+    # every arm samples as many prompts per step as the unified recipe (t2i's own recipe samples more)
+    batches = {json.loads(line)["header"]["per_device_batch_size"]
+               for path in (out / "seed0").glob("*/*/metrics.jsonl") for line in path.open() if '"header"' in line}
+    assert batches == {unified_batch_size([o for o in TINY_OVERRIDES if not o.startswith("data.shapes_n_")])}
