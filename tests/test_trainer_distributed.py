@@ -1,14 +1,18 @@
-"""Two CPU processes (gloo) through `accelerate launch` with the shipped DDP config: the same `corl train`
-command trains in sync (identical parameters on both ranks afterwards, and they did change), each rank
-draws different rows and different rollouts, and the logged metrics are gathered over both ranks."""
+"""Two CPU processes (gloo) through `accelerate launch` with the shipped DDP config, with the recipes'
+default `model.device` (the README's command): the same `corl train` command trains in sync (identical
+parameters on both ranks afterwards, and they did change), each rank draws different rows and different
+rollouts, and the logged metrics are gathered over both ranks. Killing the launcher stops its workers,
+and `--resume` then continues to the same weights, bit for bit, as an uninterrupted run."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,20 +32,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_command(model_dir: Path, out: Path, *extra: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    """The README's 2-process DDP launch of `corl train shapes-tiny/unified`, shrunk by TINY_OVERRIDES
+    (`launcher`: other `accelerate launch` options, replacing the single-machine DDP config)."""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launcher = launcher or ("--config_file", str(recipes_dir() / "accelerate" / "ddp.yaml"),
+                            "--main_process_port", str(free_port()))
+    return [
+        str(accelerate), "launch", *launcher, "--num_processes", "2", "-m", "corl.cli",
+        "train", "shapes-tiny/unified", "--out", str(out), f"model.name_or_path={model_dir}", *TINY_OVERRIDES,
+        *extra,
+    ]
+
+
+def launch_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "CORL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def launch(model_dir: Path, out: Path, tmp_path: Path, *extra: str) -> None:
+    done = subprocess.run(launch_command(model_dir, out, *extra), check=False, cwd=REPO, env=launch_env(tmp_path),
+                          capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+
 @pytest.mark.timeout(300)
 def test_two_processes_train_in_sync_on_different_samples(tmp_path):
     model_dir = save_tiny_policy(tmp_path / "model")
     out = tmp_path / "run"
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(accelerate), "launch", "--config_file", str(recipes_dir() / "accelerate" / "ddp.yaml"),
-        "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "corl.cli",
-        "train", "shapes-tiny/unified", "--out", str(out), f"model.name_or_path={model_dir}", *TINY_OVERRIDES,
-        "train.max_steps=2", "train.log_rollouts=true",
-    ]
-    env = {**os.environ, "CORL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    launch(model_dir, out, tmp_path, "train.max_steps=2", "train.log_rollouts=true")
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
@@ -70,13 +88,92 @@ def test_two_processes_train_in_sync_on_different_samples(tmp_path):
         assert row["reward/t2i/mean"] == pytest.approx(sum(rewards) / len(rewards), rel=1e-5)
 
 
-@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero2", "DEEPSPEED"),
-                                        ("zero3", "DEEPSPEED")])
+def processes_writing_to(folder: Path) -> list[int]:
+    """PIDs of live processes whose command line names `folder` (the launcher and its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State"))
+            except (OSError, StopIteration):
+                continue
+            if str(folder) in cmdline and "zombie" not in state:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_killed_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    model_dir = save_tiny_policy(tmp_path / "model")
+    steps = ("train.max_steps=3", "train.save_steps=1", "train.save_total_limit=0")
+    launch(model_dir, tmp_path / "whole", tmp_path, *steps)
+
+    # The same run, its launcher killed once the first checkpoint exists (inside step 2 or 3).
+    out = tmp_path / "killed"
+    launcher = subprocess.Popen(launch_command(model_dir, out, *steps), cwd=REPO, env=launch_env(tmp_path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint-1").is_dir() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while processes_writing_to(out) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_writing_to(out), "workers outlived their killed launcher"
+    assert (out / "checkpoint-1").is_dir() and not (out / "summary.json").exists()
+
+    launch(model_dir, out, tmp_path, *steps, "--resume")
+    whole = load_file(str(tmp_path / "whole" / "checkpoint-3" / "model.safetensors"))
+    resumed = load_file(str(out / "checkpoint-3" / "model.safetensors"))
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    _, rows = read_metrics(out / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [1, 2, 3]  # no step logged twice
+
+
+@pytest.mark.timeout(300)
+def test_two_machines_on_localhost_train_as_one_world(tmp_path):
+    """The multi-node config with one process on each of two "machines" (machine_rank 0 and 1, the main
+    one at 127.0.0.1): one world of 2 ranks that stay in sync."""
+    model_dir = save_tiny_policy(tmp_path / "model")
+    out, port = tmp_path / "run", str(free_port())
+    machines = [
+        subprocess.Popen(
+            launch_command(model_dir, out, "train.max_steps=2", launcher=(
+                "--config_file", str(recipes_dir() / "accelerate" / "ddp-multinode.yaml"), "--machine_rank",
+                str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port)),
+            cwd=REPO, env=launch_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    logs = [machine.communicate(timeout=280)[0] for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+
+
+def test_a_process_group_that_does_not_match_the_launch_is_refused(monkeypatch):
+    """WORLD_SIZE says 2 but the process group has 1 rank: one clear error (build_accelerator runs this
+    check before the run writes anything)."""
+    from corl.training.setup import check_process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match=r"launcher started 2 processes .* process group of 1"):
+        check_process_group(1)
+    check_process_group(2)
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("ddp-multinode", "MULTI_GPU"), ("fsdp", "FSDP"),
+                                        ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED")])
 def test_shipped_accelerate_configs_parse(name, kind):
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(recipes_dir() / "accelerate" / f"{name}.yaml"))
-    assert config.distributed_type.value == kind and config.num_machines == 1
+    assert config.distributed_type.value == kind and config.num_machines == (2 if "multinode" in name else 1)
     if kind == "DEEPSPEED":
         assert config.deepspeed_config["zero_stage"] == int(name[-1])
         assert config.deepspeed_config["gradient_accumulation_steps"] == 1  # corl accumulates by hand

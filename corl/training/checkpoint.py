@@ -251,7 +251,9 @@ def load_training_state(
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         accelerator.load_state(str(path / "sharded_state"))
     else:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=accelerator.device, weights_only=True))
+        # CPU processes of a launch carry devices like cpu:0, which torch.load cannot map to
+        location = "cpu" if accelerator.device.type == "cpu" else accelerator.device
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=location, weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng_state_{accelerator.process_index}.pth"
     if state.world_size != accelerator.num_processes:

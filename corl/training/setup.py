@@ -77,10 +77,13 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
         mixed = "bf16"  # DeepSpeed's bf16 mode keeps fp32 master weights of bf16 parameters
     accelerator = Accelerator(
         mixed_precision=mixed,
-        cpu=cfg.model.device == "cpu",
+        # Without a GPU every launch config runs on CPU processes (gloo); asking accelerate for GPUs there
+        # would leave each process alone in a world of one.
+        cpu=device_type == "cpu",
         device_placement=False,  # the policy is loaded onto training_device() already (maybe cuda:N)
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    check_process_group(accelerator.num_processes)
     is_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if param_dtype == torch.bfloat16 and not is_deepspeed:
         logger.warning(
@@ -98,6 +101,18 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
             cfg.train.per_device_batch_size
         )
     return accelerator, param_dtype
+
+
+def check_process_group(num_processes: int) -> None:
+    """Stop (before anything is written) when the process group this process joined is not the one the
+    launcher started (WORLD_SIZE): e.g. a GPU launch config on a machine without GPUs."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if num_processes != launched:
+        raise ValueError(
+            f"the launcher started {launched} processes (WORLD_SIZE={launched}, RANK="
+            f"{os.environ.get('RANK', '?')}) but this one joined a process group of {num_processes}: check the "
+            f"accelerate config (distributed_type, num_processes, use_cpu) against the machine"
+        )
 
 
 def training_device(cfg: CorlConfig, accelerator: Any) -> torch.device:

@@ -13,7 +13,6 @@ from corl.config import CorlConfig, load_config, resolve_recipe
 
 # Overrides that make any shapes-tiny recipe run in seconds on a CPU.
 TINY_OVERRIDES: tuple[str, ...] = (
-    "model.device=cpu",
     "model.dtype=fp32",
     "train.precision=fp32",
     "data.source=shapes",
