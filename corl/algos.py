@@ -1,5 +1,6 @@
 """Pure tensor math of CoRL's GRPO: group advantages, unified (t2i + mm2t) advantages, the clipped
-policy loss with its four aggregations and the k3 KL estimator.
+policy loss with its four aggregations (and the weights that split it over chunks of rows) and the k3 KL
+estimator.
 
 No model, no config objects, no I/O: every function takes tensors (or plain numbers) and returns
 tensors (or plain numbers), so the trainer stays a readable loop and this file can be tested with
@@ -407,3 +408,27 @@ def policy_loss(
         if per_token_kl is not None:
             metrics["kl"] = masked_mean(per_token_kl, mask)
     return loss, metrics
+
+
+def chunk_weight(loss_type: str, chunk_mask: torch.Tensor, rows_mask: torch.Tensor, global_normalizer: bool) -> float:
+    """The factor w_c that makes sum_c w_c * policy_loss(chunk c) equal policy_loss(all rows), when the
+    rows of a micro-batch are scored in chunks (each chunk's loss normalised on its own).
+
+    chunk_mask [n_c, T] and rows_mask [N, T] are the completion masks of the chunk and of all N rows.
+        grpo:    non-empty rows of the chunk / non-empty rows of all (a mean over rows)
+        bnpo:    valid tokens of the chunk / valid tokens of all (a token mean); dapo without a global
+                 normaliser is bnpo
+        dr_grpo: n_c / N (a constant per-row normaliser)
+        dapo with num_items_in_batch (global_normalizer): 1, every chunk already shares the normaliser
+    """
+    if loss_type == "grpo":
+        part, whole = (chunk_mask.sum(dim=1) > 0).sum(), (rows_mask.sum(dim=1) > 0).sum()
+    elif loss_type == "bnpo" or (loss_type == "dapo" and not global_normalizer):
+        part, whole = chunk_mask.sum(), rows_mask.sum()
+    elif loss_type == "dr_grpo":
+        part, whole = chunk_mask.shape[0], rows_mask.shape[0]
+    elif loss_type == "dapo":
+        return 1.0
+    else:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    return float(part) / max(float(whole), 1.0)

@@ -188,6 +188,11 @@ class TrainConfig:
     report_to: list = _f([], "Extra loggers: tensorboard, wandb.")
     eval_steps: int = _f(0, "Evaluate on the held-out split every N steps (0: off; Shapes data only, main process).")
     eval_max_rows: int = _f(32, "Held-out rows scored by each in-training evaluation (0: all).")
+    update_batch_size: int = _f(0, "Completions (rows of each task) per forward and backward of the update: a "
+                                "micro-batch's per_device_batch_size x num_generations rows are scored in chunks "
+                                "of this many, their gradients accumulated, with the same loss as in one piece (up "
+                                "to float rounding), so update memory no longer grows with the rollout batch. 0: "
+                                "the whole micro-batch at once.")
     logits_chunk_mb: int = _f(LOGITS_CHUNK_MB, "Log-prob scoring runs the heads over chunks of positions whose float32 "
                               "logits stay under this many MiB (with activation checkpointing per chunk under "
                               "autograd), so the [rows, positions, vocab] logits never exist at once.")

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from corl.algos import group_advantages, policy_loss, unified_advantages
+from corl.algos import chunk_weight, group_advantages, policy_loss, unified_advantages
 from corl.config import CorlConfig, dump_yaml, to_dict
 from corl.data import EpochSampler, collate_rows, strata_of
 from corl.policy.policy import JanusPolicy
@@ -110,6 +110,12 @@ class PolicyLogps(torch.nn.Module):
         """inputs: task name -> its `score_inputs`. Returns task name -> (logps, entropy), each [R, T]."""
         policy = self._policy[0]
         return {name: self._tasks[name].logps(policy, tensors, return_entropy=True) for name, tensors in inputs.items()}
+
+
+def row_chunks(rows: int, size: int) -> list[slice]:
+    """Slices of `size` rows covering range(rows) (one slice of all when size is 0 or >= rows)."""
+    size = rows if size <= 0 else size
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 def score_inputs(tasks: dict[str, Task], micro_batch: MicroBatch) -> dict[str, dict[str, torch.Tensor]]:
@@ -355,29 +361,40 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
     if cfg.model.gradient_checkpointing:
         model.train()  # transformers only checkpoints in training mode; dropout is off anyway
     for i, micro_batch in enumerate(batch.micro_batches):
-        # Gradients are all-reduced once, on the last micro-batch.
-        sync = contextlib.nullcontext() if i == num_micro - 1 else accelerator.no_sync(run.module)
-        with sync:
-            with accelerator.autocast():
-                out = run.module(**score_inputs(run.tasks, micro_batch))
-            loss = 0.0
-            for task, (logps, entropy) in out.items():
-                b = micro_batch.tasks[task]
-                task_loss, stats = policy_loss(
-                    logps, b.old_logps, b.advantages, b.completion_mask,
-                    loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high, beta=g.beta,
-                    ref_per_token_logps=b.ref_logps, max_completion_length=max_length[task],
-                    num_items_in_batch=batch.num_tokens[task], num_processes=accelerator.num_processes,
-                    gradient_accumulation_steps=num_micro,
-                )
-                loss = loss + task_loss
-                # Each micro-batch loss is already divided by the accumulation: their sum is the step loss.
-                sums[f"loss/{task}"] += float(task_loss.detach())
-                sums[f"entropy/{task}"] += float(entropy.detach()[b.completion_mask.bool()].mean()) / num_micro
-                for name in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "kl"):
-                    if name in stats:
-                        sums[f"{name}/{task}"] += float(stats[name]) / num_micro
-            accelerator.backward(loss)
+        inputs = score_inputs(run.tasks, micro_batch)  # task -> tensors of all R rows
+        chunks = row_chunks(micro_batch.num_rows, cfg.train.update_batch_size)
+        for j, rows in enumerate(chunks):
+            # Gradients are all-reduced once, on the last chunk of the last micro-batch.
+            last = i == num_micro - 1 and j == len(chunks) - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(run.module):
+                with accelerator.autocast():
+                    out = run.module(**{name: {k: v[rows] for k, v in x.items()} for name, x in inputs.items()})
+                loss = 0.0
+                for task, (logps, entropy) in out.items():
+                    b = micro_batch.tasks[task]
+                    mask = b.completion_mask[rows]  # [n, T]
+                    task_loss, stats = policy_loss(
+                        logps, None if b.old_logps is None else b.old_logps[rows], b.advantages[rows], mask,
+                        loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high, beta=g.beta,
+                        ref_per_token_logps=None if b.ref_logps is None else b.ref_logps[rows],
+                        max_completion_length=max_length[task], num_items_in_batch=batch.num_tokens[task],
+                        num_processes=accelerator.num_processes, gradient_accumulation_steps=num_micro,
+                    )
+                    share = 1.0  # this chunk's share of the micro-batch's tokens (the token-mean metrics)
+                    if len(chunks) > 1:
+                        # num_items_in_batch is always given: dapo's normaliser is global
+                        task_loss = task_loss * chunk_weight(g.loss_type, mask, b.completion_mask, True)
+                        share = float(mask.sum()) / max(float(b.completion_mask.sum()), 1.0)
+                    loss = loss + task_loss
+                    # Each micro-batch loss is already divided by the accumulation: their sum is the step loss.
+                    sums[f"loss/{task}"] += float(task_loss.detach())
+                    if share == 0.0:  # no valid token in this chunk: nothing for the token means
+                        continue
+                    sums[f"entropy/{task}"] += float(entropy.detach()[mask.bool()].mean()) * share / num_micro
+                    for name in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "kl"):
+                        if name in stats:
+                            sums[f"{name}/{task}"] += float(stats[name]) * share / num_micro
+                accelerator.backward(loss)
     model.eval()
 
     max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf")

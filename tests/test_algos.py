@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from corl.algos import (
+    chunk_weight,
     group_advantages,
     k3_kl,
     policy_loss,
@@ -340,3 +341,46 @@ def test_bf16_logps_are_computed_in_float32() -> None:
     loss.backward()
     assert logps.grad.dtype == torch.bfloat16
     assert_close(logps.grad.float(), [[-1.5, -1.5]])  # -A / 2 tokens
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring the rows of a micro-batch in chunks
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("global_normalizer", [True, False])
+def test_chunk_weights_make_chunked_losses_sum_to_the_whole(loss_type, global_normalizer) -> None:
+    """Rows of unequal lengths (one of them empty), chunks of 1, 2 and 3 rows: the weighted chunk losses
+    (and their gradients) equal the loss of all rows at once."""
+    generator = torch.Generator().manual_seed(0)
+    logps = (-torch.rand(6, 5, generator=generator, dtype=torch.float64)).requires_grad_()
+    old = logps.detach() + 0.3 * torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    ref = logps.detach() - 0.1
+    advantages = torch.randn(6, generator=generator, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0],
+                         [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    options = dict(loss_type=loss_type, beta=0.04, max_completion_length=5, gradient_accumulation_steps=2,
+                   num_items_in_batch=40.0 if global_normalizer else None, num_processes=2)
+    whole, _ = policy_loss(logps, old, advantages, mask, ref_per_token_logps=ref, **options)
+    (whole_grad,) = torch.autograd.grad(whole, logps)
+    for size in (1, 2, 3):
+        total = 0.0
+        for start in range(0, 6, size):
+            rows = slice(start, start + size)
+            part, _ = policy_loss(logps[rows], old[rows], advantages[rows], mask[rows], ref_per_token_logps=ref[rows],
+                                  **options)
+            total = total + part * chunk_weight(loss_type, mask[rows], mask, global_normalizer)
+        (grad,) = torch.autograd.grad(total, logps)
+        assert_close(total, float(whole))
+        assert torch.allclose(grad, whole_grad, atol=1e-12)
+
+
+def test_chunk_weight_hand_values() -> None:
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    chunk = mask[:2]  # 2 of 3 non-empty rows, 4 of 6 tokens, 2 of 4 rows
+    assert chunk_weight("grpo", chunk, mask, True) == pytest.approx(2 / 3)
+    assert chunk_weight("bnpo", chunk, mask, True) == pytest.approx(4 / 6)
+    assert chunk_weight("dapo", chunk, mask, False) == pytest.approx(4 / 6)
+    assert chunk_weight("dr_grpo", chunk, mask, True) == pytest.approx(2 / 4)
+    assert chunk_weight("dapo", chunk, mask, True) == 1.0
+    with pytest.raises(ValueError, match="loss_type"):
+        chunk_weight("cispo", chunk, mask, True)

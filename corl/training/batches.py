@@ -26,6 +26,11 @@ class MicroBatch:
     tasks: dict[str, TaskBatch] = field(default_factory=dict)  # "t2i" / "mm2t" -> its rollouts
     advantage_stats: dict[str, float] = field(default_factory=dict)  # from corl.algos, for the metrics
 
+    @property
+    def num_rows(self) -> int:
+        """R = B x G: every task of the micro-batch has one completion per row."""
+        return next(iter(self.tasks.values())).num_rows
+
 
 @dataclass
 class StepBatch:
