@@ -167,6 +167,21 @@ def test_a_process_group_that_does_not_match_the_launch_is_refused(monkeypatch):
     check_process_group(2)
 
 
+@pytest.mark.timeout(300)
+def test_a_sharded_launch_config_on_cpu_stops_instead_of_running_as_ddp(tmp_path):
+    """accelerate sets up FSDP on GPUs only: on CPU processes the FSDP config is refused with one clear
+    line, before anything is written (it used to train as plain DDP without a word)."""
+    model_dir = save_tiny_policy(tmp_path / "model")
+    out = tmp_path / "run"
+    command = launch_command(model_dir, out, launcher=(
+        "--config_file", str(recipes_dir() / "accelerate" / "fsdp.yaml"), "--main_process_port", str(free_port())))
+    done = subprocess.run(command, check=False, cwd=REPO, env=launch_env(tmp_path), capture_output=True, text=True,
+                          timeout=280)
+    assert done.returncode != 0
+    assert "the launch config asks for FSDP, which accelerate runs on GPUs only" in done.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("ddp-multinode", "MULTI_GPU"), ("fsdp", "FSDP"),
                                         ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED")])
 def test_shipped_accelerate_configs_parse(name, kind):

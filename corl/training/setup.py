@@ -75,6 +75,10 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
         GradientState._reset_state()
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and param_dtype == torch.bfloat16:
         mixed = "bf16"  # DeepSpeed's bf16 mode keeps fp32 master weights of bf16 parameters
+    for engine in ("FSDP", "DEEPSPEED"):
+        if launch_asks_for(engine) and device_type == "cpu":
+            raise ValueError(f"the launch config asks for {engine}, which accelerate runs on GPUs only, and this "
+                             f"process has none: launch with recipes/accelerate/ddp.yaml here (DDP on CPU processes)")
     accelerator = Accelerator(
         mixed_precision=mixed,
         # Without a GPU every launch config runs on CPU processes (gloo); asking accelerate for GPUs there
@@ -84,6 +88,10 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     check_process_group(accelerator.num_processes)
+    for engine in ("FSDP", "DEEPSPEED"):
+        if launch_asks_for(engine) and accelerator.distributed_type != engine:  # a silent fallback to DDP
+            raise ValueError(f"the launch config asks for {engine} but accelerate set up "
+                             f"{accelerator.distributed_type.value}; launch with recipes/accelerate/ddp.yaml")
     is_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if param_dtype == torch.bfloat16 and not is_deepspeed:
         logger.warning(
@@ -101,6 +109,11 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
             cfg.train.per_device_batch_size
         )
     return accelerator, param_dtype
+
+
+def launch_asks_for(engine: str) -> bool:
+    """Whether `accelerate launch` was given a config for `engine` ("FSDP" or "DEEPSPEED")."""
+    return os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() == "true"
 
 
 def check_process_group(num_processes: int) -> None:
