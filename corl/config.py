@@ -188,6 +188,11 @@ class TrainConfig:
     report_to: list = _f([], "Extra loggers: tensorboard, wandb.")
     eval_steps: int = _f(0, "Evaluate on the held-out split every N steps (0: off; Shapes data only, main process).")
     eval_max_rows: int = _f(32, "Held-out rows scored by each in-training evaluation (0: all).")
+    sharding: str = _f("none", "none: every process holds the whole model (DDP under a multi-process launch). "
+                       "fsdp2: parameters, gradients and optimizer states sharded over the processes with "
+                       "PyTorch's fully_shard (each decoder layer a unit; bf16 compute gathers bf16 weights), "
+                       "under the same plain multi-process launch (recipes/accelerate/ddp.yaml), on GPUs or "
+                       "CPU processes.", ("none", "fsdp2"))
     update_batch_size: int = _f(0, "Completions (rows of each task) per forward and backward of the update: a "
                                 "micro-batch's per_device_batch_size x num_generations rows are scored in chunks "
                                 "of this many, their gradients accumulated, with the same loss as in one piece (up "
@@ -380,6 +385,9 @@ def validate(cfg: CorlConfig) -> None:
         raise ValueError("rollout.num_generations must be >= 2: group-relative advantages need a group")
     if cfg.grpo.num_iterations < 1:
         raise ValueError("grpo.num_iterations must be >= 1")
+    if cfg.train.sharding == "fsdp2" and cfg.model.lora_r > 0:
+        raise ValueError("train.sharding=fsdp2 with LoRA (model.lora_r > 0) is not supported yet; use "
+                         "train.sharding=none")
     if cfg.optim.gradient_accumulation_steps < 1:
         raise ValueError("optim.gradient_accumulation_steps must be >= 1")
 

@@ -52,6 +52,7 @@ from corl.data import EpochSampler, collate_rows, strata_of
 from corl.policy.policy import JanusPolicy
 from corl.tasks import MM2T, T2I, Task, tasks_of
 from corl.training import checkpoint as ckpt
+from corl.training import sharding
 from corl.training.batches import MicroBatch, StepBatch
 from corl.training.evaluation import ShapesEvaluator
 from corl.training.samples import write_samples
@@ -210,16 +211,25 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     k = cfg.grpo.num_iterations
     total_steps = cfg.train.max_steps or max(1, int(cfg.train.num_epochs * samplers[0].steps_per_epoch)) * k
     rewards = build_rewards(cfg, trainable.policy, device)
-    optimizer = build_optimizer(cfg, trainable.parameters)
-    scheduler = build_scheduler(cfg, optimizer, total_steps)
     tasks = tasks_of(cfg)
     module = PolicyLogps(trainable.policy, tasks)
-    module, optimizer = accelerator.prepare(module, optimizer)  # the scheduler is stepped by hand, once per step
+    if cfg.train.sharding == "fsdp2":
+        compute_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else param_dtype
+        sharding.shard(module, trainable.policy.model.model.language_model.layers, param_dtype, compute_dtype)
+        # fully_shard replaced the parameters by sharded ones: train those
+        trainable.parameters = [p for p in module.parameters() if p.requires_grad]
+    optimizer = build_optimizer(cfg, trainable.parameters)
+    scheduler = build_scheduler(cfg, optimizer, total_steps)
+    if cfg.train.sharding == "fsdp2":
+        optimizer = accelerator.prepare(optimizer)  # the module is sharded already (no DDP wrapper)
+    else:
+        module, optimizer = accelerator.prepare(module, optimizer)  # the scheduler is stepped by hand, once a step
 
     state = None
     if resume_dir is not None:
         state = ckpt.load_training_state(resume_dir, accelerator=accelerator, trainable=trainable,
-                                         optimizer=optimizer, scheduler=scheduler)
+                                         optimizer=optimizer, scheduler=scheduler,
+                                         sharded_module=module if cfg.train.sharding == "fsdp2" else None)
         if state.stage != cfg.stage:
             raise ValueError(f"checkpoint {resume_dir} is from stage {state.stage}, this run is {cfg.stage}")
         if state.total_steps != total_steps:
@@ -245,7 +255,10 @@ def full_parameters(run: Run):
     from accelerate import DistributedType
 
     kind = run.accelerator.distributed_type
-    if kind == DistributedType.FSDP:
+    if run.cfg.train.sharding == "fsdp2":
+        with sharding.gathered(run.module):
+            yield
+    elif kind == DistributedType.FSDP:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         # The root's own parameters (embeddings, heads, vision tower); the wrapped decoder layers
@@ -399,6 +412,8 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
 
     max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf")
     grad_norm = accelerator.clip_grad_norm_(run.trainable.parameters, max_norm)
+    if hasattr(grad_norm, "full_tensor"):  # sharded gradients give a DTensor norm
+        grad_norm = grad_norm.full_tensor()
     learning_rate = run.scheduler.get_last_lr()[0]  # the rate this update uses
     run.optimizer.step()
     run.scheduler.step()
@@ -572,7 +587,7 @@ def save(run: Run, step: int) -> Path:
     return ckpt.save_checkpoint(
         run.out_dir, state, accelerator=run.accelerator, wrapped_module=run.module, trainable=run.trainable,
         optimizer=run.optimizer, scheduler=run.scheduler, keep_last=run.cfg.train.save_total_limit,
-        lora_scaling=scaling,
+        lora_scaling=scaling, fsdp2=run.cfg.train.sharding == "fsdp2",
     )
 
 
@@ -582,7 +597,9 @@ def finish(run: Run, metrics_log: MetricsLogger, final_checkpoint: Path | None) 
     from accelerate.utils import gather_object
 
     digests = None
-    if run.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    sharded = run.cfg.train.sharding != "none" or run.accelerator.distributed_type in (
+        DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if not sharded:  # each rank holds the whole trained parameters: they must be equal
         digests = gather_object([parameter_digest(run.trainable.parameters)])
         if len(set(digests)) > 1:
             logger.error("trained parameters differ across ranks: %s", digests)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,6 +181,41 @@ def test_a_sharded_launch_config_on_cpu_stops_instead_of_running_as_ddp(tmp_path
     assert done.returncode != 0
     assert "the launch config asks for FSDP, which accelerate runs on GPUs only" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.timeout(600)
+def test_fsdp2_shards_trains_like_ddp_and_resumes_exactly(tmp_path):
+    """train.sharding=fsdp2 under the same 2-process launch: each rank keeps half of the optimizer state,
+    the weights after 2 steps equal DDP's up to float rounding, and a run resumed from its step-1
+    checkpoint reaches the uninterrupted run's step-2 weights bit for bit."""
+    model_dir = save_tiny_policy(tmp_path / "model")
+    steps = ("train.max_steps=2", "train.save_steps=1", "train.save_total_limit=0")
+    launch(model_dir, tmp_path / "ddp", tmp_path, *steps)
+    launch(model_dir, tmp_path / "fsdp2", tmp_path, *steps, "train.sharding=fsdp2")
+
+    ddp = load_file(str(tmp_path / "ddp" / "checkpoint-2" / "model.safetensors"))
+    sharded = load_file(str(tmp_path / "fsdp2" / "checkpoint-2" / "model.safetensors"))
+    before = load_file(str(model_dir / "model.safetensors"))
+    assert ddp.keys() == sharded.keys()
+    assert max(float((ddp[k] - before[k]).abs().max()) for k in ddp) > 1e-4  # the step did move the weights
+    assert all(torch.allclose(ddp[k], sharded[k], rtol=0, atol=1e-6) for k in ddp)
+    summary = json.loads((tmp_path / "fsdp2" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+
+    # the AdamW moments are sharded: each rank holds about half of them
+    trained = sum(v.numel() for k, v in before.items() if k.startswith(("model.language_model.", "lm_head.")))
+    for rank in (0, 1):
+        state = torch.load(tmp_path / "fsdp2" / "checkpoint-2" / f"optimizer_rank{rank}.pt", weights_only=True)
+        held = sum(entry["exp_avg"].numel() for entry in state["state"].values())
+        assert 0.4 * trained < held < 0.6 * trained
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shutil.copytree(tmp_path / "fsdp2" / "checkpoint-1", cut / "checkpoint-1")
+    shutil.copy(tmp_path / "fsdp2" / "config.yaml", cut / "config.yaml")
+    launch(model_dir, cut, tmp_path, *steps, "train.sharding=fsdp2", "--resume")
+    resumed = load_file(str(cut / "checkpoint-2" / "model.safetensors"))
+    assert all(torch.equal(sharded[k], resumed[k]) for k in sharded)
 
 
 @pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("ddp-multinode", "MULTI_GPU"), ("fsdp", "FSDP"),

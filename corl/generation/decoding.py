@@ -222,13 +222,17 @@ def shared_prefill(
 
 
 def fast_path_available(language_model: torch.nn.Module) -> bool:
-    """True when every decoder layer is a Llama layer the lean step reproduces exactly."""
+    """True when every decoder layer is a Llama layer the lean step reproduces exactly (wrappers that keep
+    Llama's forward, such as FSDP2's shard units, included)."""
     config = language_model.config
     rotary = getattr(language_model, "rotary_emb", None)
     return (
         isinstance(language_model, LlamaModel)
         and all(
-            type(layer) is LlamaDecoderLayer and type(layer.self_attn) is LlamaAttention
+            isinstance(layer, LlamaDecoderLayer)
+            # a subclass made by a wrapper re-wraps forward but keeps Llama's (its qualified name)
+            and type(layer).forward.__qualname__ == LlamaDecoderLayer.forward.__qualname__
+            and type(layer.self_attn) is LlamaAttention
             for layer in language_model.layers
         )
         and config._attn_implementation in FAST_ATTENTION

@@ -180,8 +180,10 @@ def save_checkpoint(
     scheduler: Any,
     keep_last: int,
     lora_scaling: float | None,
+    fsdp2: bool = False,
 ) -> Path:
-    """Write OUT/checkpoint-{state.step} atomically (every rank calls this). Returns its path."""
+    """Write OUT/checkpoint-{state.step} atomically (every rank calls this). Returns its path.
+    fsdp2: the module was sharded by corl (corl.training.sharding): optimizer state one file per rank."""
     from accelerate import DistributedType
 
     final = out_dir / f"{PREFIX}{state.step}"
@@ -194,7 +196,13 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
     # Full weights: a collective under FSDP / DeepSpeed ZeRO-3, a plain state_dict otherwise.
-    full = accelerator.get_state_dict(wrapped_module)  # keys of the PolicyLogps wrapper: "janus.*"
+    if fsdp2:
+        from corl.training import sharding
+
+        full = sharding.full_state_dict(wrapped_module)  # keys of the PolicyLogps module: "janus.*"
+        sharding.save_optimizer(wrapped_module, optimizer, tmp, accelerator.process_index)
+    else:
+        full = accelerator.get_state_dict(wrapped_module)  # keys of the PolicyLogps wrapper: "janus.*"
     if is_main:
         full = {k.removeprefix("janus."): v for k, v in full.items()}
         model = trainable.policy.model
@@ -202,7 +210,7 @@ def save_checkpoint(
         export_weights(model, trainable.policy.processor, plain, tmp)
         if trainable.uses_lora:
             trainable.peft_model.save_pretrained(tmp / "adapter")
-        if not sharded:
+        if not sharded and not fsdp2:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / STATE_FILE).write_text(state.to_json())
@@ -231,7 +239,8 @@ def save_checkpoint(
 
 
 def load_training_state(
-    path: Path, *, accelerator: Any, trainable: Any, optimizer: Any, scheduler: Any
+    path: Path, *, accelerator: Any, trainable: Any, optimizer: Any, scheduler: Any,
+    sharded_module: Any = None,
 ) -> TrainerState:
     """Restore adapters (LoRA), optimizer, scheduler and this rank's RNG from a checkpoint.
 
@@ -248,7 +257,11 @@ def load_training_state(
         if not adapter.is_file():
             raise FileNotFoundError(f"{path} has no LoRA adapter ({adapter}); was it saved by a LoRA run?")
         set_peft_model_state_dict(trainable.peft_model, load_file(str(adapter), device=str(trainable.policy.device)))
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if sharded_module is not None:  # corl's FSDP2 (corl.training.sharding)
+        from corl.training import sharding
+
+        sharding.load_optimizer(sharded_module, optimizer, path, accelerator.process_index)
+    elif accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         accelerator.load_state(str(path / "sharded_state"))
     else:
         # CPU processes of a launch carry devices like cpu:0, which torch.load cannot map to
