@@ -251,19 +251,12 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
 
 @contextlib.contextmanager
 def full_parameters(run: Run):
-    """Rollouts call Janus' sub-modules directly: under FSDP / ZeRO-3 the parameters are gathered first."""
+    """Rollouts call Janus' sub-modules directly: under FSDP2 / ZeRO-3 the parameters are gathered first."""
     from accelerate import DistributedType
 
     kind = run.accelerator.distributed_type
     if run.cfg.train.sharding == "fsdp2":
         with sharding.gathered(run.module):
-            yield
-    elif kind == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        # The root's own parameters (embeddings, heads, vision tower); the wrapped decoder layers
-        # unshard themselves when they run, as in TRL's generation under FSDP.
-        with FullyShardedDataParallel.summon_full_params(run.module, recurse=False, writeback=False):
             yield
     elif kind == DistributedType.DEEPSPEED and run.accelerator.state.deepspeed_plugin.zero_stage == 3:
         import deepspeed

@@ -75,10 +75,13 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
         GradientState._reset_state()
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and param_dtype == torch.bfloat16:
         mixed = "bf16"  # DeepSpeed's bf16 mode keeps fp32 master weights of bf16 parameters
-    for engine in ("FSDP", "DEEPSPEED"):
-        if launch_asks_for(engine) and device_type == "cpu":
-            raise ValueError(f"the launch config asks for {engine}, which accelerate runs on GPUs only, and this "
-                             f"process has none: launch with recipes/accelerate/ddp.yaml here (DDP on CPU processes)")
+    if launch_asks_for("FSDP"):
+        raise ValueError("the launch config asks accelerate for FSDP, but corl shards the model itself: launch "
+                         "with recipes/accelerate/ddp.yaml (or ddp-multinode.yaml) and set train.sharding=fsdp2")
+    if launch_asks_for("DEEPSPEED") and device_type == "cpu":
+        raise ValueError("the launch config asks for DeepSpeed, which accelerate runs on GPUs only, and this "
+                         "process has none: launch with recipes/accelerate/ddp.yaml here (train.sharding=fsdp2 "
+                         "shards the model)")
     accelerator = Accelerator(
         mixed_precision=mixed,
         # Without a GPU every launch config runs on CPU processes (gloo); asking accelerate for GPUs there
