@@ -282,7 +282,7 @@ def rollout_images(
     max_rows: at most this many samples per forward batch (each uses 2 rows with CFG), to bound memory.
     compile_decode: run the decode step with static shapes, compiled (`decoding.StaticDecoder`: AOTInductor
     on CPU, torch.compile with CUDA graphs on GPU); the first call per shape compiles (slow), later ones
-    reuse the graph and keep its KV buffers allocated (`StaticDecoder.release(language_model)` frees them).
+    reuse the graph and keep its KV buffers allocated (`policy.static_decoders.clear()` frees them).
     decoding: the CPU decoding settings (`corl.config.DecodingConfig`; defaults when None).
     """
     prompt_ids, prompt_mask, image_tokens = sample_image_codes(
