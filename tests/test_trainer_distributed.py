@@ -7,6 +7,7 @@ and `--resume` then continues to the same weights, bit for bit, as an uninterrup
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -221,6 +222,22 @@ def test_fsdp2_shards_trains_like_ddp_and_resumes_exactly(tmp_path):
     launch(model_dir, cut, tmp_path, *steps, "train.sharding=fsdp2", "--resume")
     resumed = load_file(str(cut / "checkpoint-2" / "model.safetensors"))
     assert all(torch.equal(sharded[k], resumed[k]) for k in sharded)
+
+
+@pytest.mark.timeout(300)
+def test_fsdp2_with_bf16_compute_keeps_fp32_master_weights(tmp_path):
+    """train.precision=bf16 over fp32 weights under fsdp2: the units gather bf16 weights for compute, the
+    sharded fp32 master weights take the update, and the checkpoint holds fp32 weights that moved."""
+    model_dir = save_tiny_policy(tmp_path / "model")
+    out = tmp_path / "run"
+    launch(model_dir, out, tmp_path, "train.sharding=fsdp2", "train.precision=bf16")
+    header, rows = read_metrics(out / "metrics.jsonl")
+    assert header["mixed_precision"] == "bf16" and header["param_dtype"] == "torch.float32"
+    assert math.isfinite(rows[0]["grad_norm"]) and rows[0]["grad_norm"] > 0
+    before = load_file(str(model_dir / "model.safetensors"))
+    after = load_file(str(out / "checkpoint-1" / "model.safetensors"))
+    layers = [k for k in before if k.startswith("model.language_model.layers.") and k.endswith("proj.weight")]
+    assert all(after[k].dtype == torch.float32 and not torch.equal(before[k], after[k]) for k in layers)
 
 
 def test_only_tested_accelerate_configs_are_shipped():
