@@ -77,9 +77,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
-            # a package's __init__ importing its own submodules is not a circle through the package
-            if nxt.startswith(node + "."):
-                continue
             if state.get(nxt) == 1:
                 return stack[stack.index(nxt):] + [nxt]
             if state.get(nxt) is None and (cycle := visit(nxt)):

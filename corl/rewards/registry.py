@@ -8,7 +8,9 @@ ignores when it does not need it).
 Every registered name maps to a FACTORY `factory(**options) -> fn`, called once when the trainer builds
 its rewards: rewards that need models (captioners, BERTScore encoders, the policy) load them in the
 factory, never inside the call (published code reloaded reward models every step). Option-free rewards
-are registered with `register_function` and then take no options.
+are registered with `register_function` and then take no options. The built-ins register themselves
+when their modules are imported, which `corl/rewards/__init__.py` does: importing anything from
+`corl.rewards` (this module included) imports that package first, so they are always registered here.
 
 A reward fn may also set `fn.last_components = {name: list[float | None]}` on each call (the cycle
 reward sets its visual and textual halves there); `RewardSet` logs them next to the reward itself.
@@ -104,13 +106,11 @@ def unregister(name: str) -> None:
 
 def reward_names() -> list[str]:
     """All registered reward names, sorted."""
-    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> RewardEntry:
     """The entry registered under `name`; an unknown name raises KeyError listing the valid names."""
-    _load_builtins()
     if name not in _REGISTRY:
         raise KeyError(f"unknown reward {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -133,11 +133,6 @@ def build_reward(name: str, *, policy: Any = None, **options: Any) -> RewardFn:
         fn = entry.factory(**options)
     logger.info("built reward %s with options %s", name, options or "{}")
     return fn
-
-
-def _load_builtins() -> None:
-    """Import the modules that register the built-in rewards (idempotent)."""
-    import corl.rewards  # noqa: F401  (its __init__ imports every reward module)
 
 
 # ----------------------------------------------------------------------------------------------------
