@@ -18,14 +18,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from corl.data.images import to_rgb_image
-from corl.generation.rollout import answer
-from corl.policy.policy import JanusPolicy
 from corl.rewards.text import completion_text, extract_tag, strip_think
+
+if TYPE_CHECKING:
+    from corl.policy.policy import JanusPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,14 @@ class BlipCaptioner:
         return captions
 
 
+def answer(policy: JanusPolicy, images: Sequence[Any], questions: Sequence[str], *, greedy: bool) -> list[str]:
+    """`corl.generation.rollout.answer`, imported on first use: it loads the Janus model classes, which
+    importing the rewards should not (seconds)."""
+    from corl.generation.rollout import answer as answer_with
+
+    return answer_with(policy, images, questions, greedy=greedy)
+
+
 class PolicyCaptioner:
     """The policy captions its own images via `answer(policy, images, questions, greedy=True)`."""
 
@@ -101,6 +110,8 @@ class PolicyCaptioner:
     def __init__(
         self, policy: JanusPolicy, instruction: str = DEFAULT_SELF_INSTRUCTION, greedy: bool = True
     ) -> None:
+        from corl.policy.policy import JanusPolicy
+
         if not isinstance(policy, JanusPolicy):
             raise ValueError(f"the 'self' captioner lets the trained policy caption its images: it needs the "
                              f"JanusPolicy, got {type(policy).__name__}")

@@ -21,14 +21,15 @@ attributes of `MatchingStatesLike`, or a mapping with those keys.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from corl.policy.matching import matching_states
-from corl.policy.policy import JanusPolicy
 from corl.rewards.registry import RewardFn, register_factory
 from corl.rewards.text import completion_text
+
+if TYPE_CHECKING:
+    from corl.policy.policy import JanusPolicy
 
 
 class MatchingStatesLike(Protocol):
@@ -87,12 +88,22 @@ def tim_score(states: MatchingStatesLike | Mapping[str, torch.Tensor]) -> torch.
     return (tim_raw(states) + 1.0) / 2.0
 
 
+def matching_states(policy: JanusPolicy, images: Sequence[Any], texts: Sequence[str]) -> MatchingStatesLike:
+    """`corl.policy.matching.matching_states`, imported on first use: it loads the Janus model classes,
+    which importing the rewards should not (seconds)."""
+    from corl.policy.matching import matching_states as states_of
+
+    return states_of(policy, images, texts)
+
+
 class TIMReward:
     """R_TIM through `matching_states(policy, images, texts)`, under no_grad."""
 
     __name__ = "tim"
 
     def __init__(self, policy: JanusPolicy, text_column: str | None = None) -> None:
+        from corl.policy.policy import JanusPolicy
+
         if not isinstance(policy, JanusPolicy):
             raise ValueError(f"the 'tim' reward scores with the policy's own hidden states: it needs the "
                              f"JanusPolicy being trained, got {type(policy).__name__}")
