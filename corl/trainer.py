@@ -152,6 +152,11 @@ class Run:
         return self.trainable.policy
 
     @property
+    def fsdp2(self) -> bool:
+        """corl shards the module itself (train.sharding=fsdp2, corl.training.sharding)."""
+        return self.cfg.train.sharding == "fsdp2"
+
+    @property
     def steps_per_epoch(self) -> int:
         return self.samplers[0].steps_per_epoch
 
@@ -213,14 +218,15 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     rewards = build_rewards(cfg, trainable.policy, device)
     tasks = tasks_of(cfg)
     module = PolicyLogps(trainable.policy, tasks)
-    if cfg.train.sharding == "fsdp2":
+    fsdp2 = cfg.train.sharding == "fsdp2"
+    if fsdp2:
         compute_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else param_dtype
         sharding.shard(module, trainable.policy.model.model.language_model.layers, param_dtype, compute_dtype)
         # fully_shard replaced the parameters by sharded ones: train those
         trainable.parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg, trainable.parameters)
     scheduler = build_scheduler(cfg, optimizer, total_steps)
-    if cfg.train.sharding == "fsdp2":
+    if fsdp2:
         optimizer = accelerator.prepare(optimizer)  # the module is sharded already (no DDP wrapper)
     else:
         module, optimizer = accelerator.prepare(module, optimizer)  # the scheduler is stepped by hand, once a step
@@ -229,7 +235,7 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     if resume_dir is not None:
         state = ckpt.load_training_state(resume_dir, accelerator=accelerator, trainable=trainable,
                                          optimizer=optimizer, scheduler=scheduler,
-                                         sharded_module=module if cfg.train.sharding == "fsdp2" else None)
+                                         sharded_module=module if fsdp2 else None)
         if state.stage != cfg.stage:
             raise ValueError(f"checkpoint {resume_dir} is from stage {state.stage}, this run is {cfg.stage}")
         if state.total_steps != total_steps:
@@ -255,7 +261,7 @@ def full_parameters(run: Run):
     from accelerate import DistributedType
 
     kind = run.accelerator.distributed_type
-    if run.cfg.train.sharding == "fsdp2":
+    if run.fsdp2:
         with sharding.gathered(run.module):
             yield
     elif kind == DistributedType.DEEPSPEED and run.accelerator.state.deepspeed_plugin.zero_stage == 3:
@@ -580,7 +586,7 @@ def save(run: Run, step: int) -> Path:
     return ckpt.save_checkpoint(
         run.out_dir, state, accelerator=run.accelerator, wrapped_module=run.module, trainable=run.trainable,
         optimizer=run.optimizer, scheduler=run.scheduler, keep_last=run.cfg.train.save_total_limit,
-        lora_scaling=scaling, fsdp2=run.cfg.train.sharding == "fsdp2",
+        lora_scaling=scaling, fsdp2=run.fsdp2,
     )
 
 
@@ -590,7 +596,7 @@ def finish(run: Run, metrics_log: MetricsLogger, final_checkpoint: Path | None) 
     from accelerate.utils import gather_object
 
     digests = None
-    sharded = run.cfg.train.sharding != "none" or run.accelerator.distributed_type in (
+    sharded = run.fsdp2 or run.accelerator.distributed_type in (
         DistributedType.FSDP, DistributedType.DEEPSPEED)
     if not sharded:  # each rank holds the whole trained parameters: they must be equal
         digests = gather_object([parameter_digest(run.trainable.parameters)])

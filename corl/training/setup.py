@@ -73,7 +73,7 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and param_dtype == torch.bfloat16:
+    if launch_asks_for("DEEPSPEED") and param_dtype == torch.bfloat16:
         mixed = "bf16"  # DeepSpeed's bf16 mode keeps fp32 master weights of bf16 parameters
     if launch_asks_for("FSDP"):
         raise ValueError("the launch config asks accelerate for FSDP, but corl shards the model itself: launch "
@@ -91,10 +91,6 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     check_process_group(accelerator.num_processes)
-    for engine in ("FSDP", "DEEPSPEED"):
-        if launch_asks_for(engine) and accelerator.distributed_type != engine:  # a silent fallback to DDP
-            raise ValueError(f"the launch config asks for {engine} but accelerate set up "
-                             f"{accelerator.distributed_type.value}; launch with recipes/accelerate/ddp.yaml")
     is_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if param_dtype == torch.bfloat16 and not is_deepspeed:
         logger.warning(
