@@ -410,7 +410,9 @@ def policy_loss(
     return loss, metrics
 
 
-def chunk_weight(loss_type: str, chunk_mask: torch.Tensor, rows_mask: torch.Tensor, global_normalizer: bool) -> float:
+def chunk_weight(
+    loss_type: str, chunk_mask: torch.Tensor, rows_mask: torch.Tensor, global_normalizer: bool
+) -> float:
     """The factor w_c that makes sum_c w_c * policy_loss(chunk c) equal policy_loss(all rows), when the
     rows of a micro-batch are scored in chunks (each chunk's loss normalised on its own).
 

@@ -76,7 +76,8 @@ class SFTConfig:
     uncond_fraction: float = 0.1  # t2i rows trained as CFG's unconditional branch
     t2i_label_smoothing: float = 0.005  # keeps both CFG branches' tails at the same floor (see t2i_loss)
     t2i_guided_weight: float = 1.0  # weight of the guided (CFG) cross-entropy (see t2i_loss); 0: off
-    guidance: float = DEFAULT_CFG_WEIGHT  # the CFG weight the guided term trains for (the rollouts' and evaluation's)
+    # the CFG weight the guided term trains for (the rollouts' and evaluation's)
+    guidance: float = DEFAULT_CFG_WEIGHT
     off_format_counting: float = 0.6  # P(no <think> block) for "How many ..." questions
     off_format_other: float = 0.1  # P(no <think> block) for every other question
     mc_option_text: float = 0.3  # P(an MC target answers with the option's text instead of its letter)
@@ -251,7 +252,8 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 def t2i_loss(policy: JanusPolicy, pool: T2IPool, rows: torch.Tensor, uncond: torch.Tensor,
-             label_smoothing: float = 0.0, guided_weight: float = 0.0, guidance: float = DEFAULT_CFG_WEIGHT) -> torch.Tensor:
+             label_smoothing: float = 0.0, guided_weight: float = 0.0,
+             guidance: float = DEFAULT_CFG_WEIGHT) -> torch.Tensor:
     """Cross-entropy over the N codes of the selected rows (mean per code); `uncond` [b] bool marks rows
     trained with the unconditional (pad) prompt.
 

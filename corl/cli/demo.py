@@ -55,8 +55,8 @@ def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSe
 
     rows = load_rows(str(default_shapes_dir()), split="test", task="unified", limit=settings.eval_rows).dataset
     policy = load_policy(str(model_path), dtype="fp32", device="cpu")
-    result = evaluate_shapes(policy, rows, images_per_prompt=settings.images_per_prompt, cfg_weight=DEFAULT_CFG_WEIGHT,
-                             seed=settings.seed, model_path=str(model_path))
+    result = evaluate_shapes(policy, rows, images_per_prompt=settings.images_per_prompt,
+                             cfg_weight=DEFAULT_CFG_WEIGHT, seed=settings.seed, model_path=str(model_path))
     write_json_atomic(result, out_json)
     return result
 

@@ -31,7 +31,8 @@ class ShapesEvaluator:
         if cfg.data.source != "shapes":
             logger.warning("train.eval_steps: only the Shapes world is evaluated in training; use `corl eval`")
             self.enabled = False
-        elif cfg.train.sharding != "none" or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        elif cfg.train.sharding != "none" or accelerator.distributed_type in (
+                DistributedType.FSDP, DistributedType.DEEPSPEED):
             logger.warning("train.eval_steps is skipped under FSDP / DeepSpeed; use `corl eval` on checkpoints")
             self.enabled = False
 

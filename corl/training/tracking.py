@@ -109,9 +109,9 @@ def sum_across_ranks(accelerator: Any, value: float) -> float:
 # ---------------------------------------------------------------------------------- rollout metrics
 
 
-def rollout_metrics(accelerator: Any, tasks: dict[str, Task], batch: StepBatch, cfg: Any) -> dict[str, float]:
-    """Reward, advantage and completion statistics of a rollout batch over every rank (collective)."""
-    acc = accelerator
+def rollout_metrics(acc: Any, tasks: dict[str, Task], batch: StepBatch, cfg: Any) -> dict[str, float]:
+    """Reward, advantage and completion statistics of a rollout batch over every rank (collective; acc is
+    the run's accelerate.Accelerator)."""
     out: dict[str, float] = {}
     for task, task_obj in tasks.items():
         batches = batch.task_batches(task)
