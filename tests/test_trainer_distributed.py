@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from corl.config import recipes_dir
-from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
+from corl.training.testing import TINY_OVERRIDES, save_tiny_policy, tiny_config
 from corl.training.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -167,6 +167,16 @@ def test_a_process_group_that_does_not_match_the_launch_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"launcher started 2 processes .* process group of 1"):
         check_process_group(1)
     check_process_group(2)
+
+
+def test_a_deepspeed_launch_is_refused_with_the_way_to_shard(monkeypatch, tmp_path):
+    """DeepSpeed is not run by corl (never tested); its launch stops at once and names train.sharding=fsdp2."""
+    from corl.training.setup import build_accelerator
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    cfg = tiny_config(save_tiny_policy(tmp_path / "model"))
+    with pytest.raises(ValueError, match=r"asks for DeepSpeed, which corl does not run.*train.sharding=fsdp2"):
+        build_accelerator(cfg)
 
 
 @pytest.mark.timeout(300)

@@ -7,7 +7,7 @@ Layout of OUT/checkpoint-N (N = optimizer steps done):
     adapter/                      LoRA only: the peft adapter (adapter_config.json, adapter_model.safetensors),
                                   what a resume loads on top of model.name_or_path
     optimizer.pt, scheduler.pt    AdamW moments and the schedule position (rank 0; DDP keeps them equal)
-    sharded_state/                FSDP / DeepSpeed only: accelerate's save_state (sharded optimizer)
+    optimizer_rank{R}.pt          train.sharding=fsdp2 instead of optimizer.pt: each rank's shard
     rng_state_{rank}.pth          python, numpy, torch (and CUDA) generator states, one file per rank
     trainer_state.json            step, data-sampler position, seed, world size, ... (TrainerState)
 
@@ -184,18 +184,15 @@ def save_checkpoint(
 ) -> Path:
     """Write OUT/checkpoint-{state.step} atomically (every rank calls this). Returns its path.
     fsdp2: the module was sharded by corl (corl.training.sharding): optimizer state one file per rank."""
-    from accelerate import DistributedType
-
     final = out_dir / f"{PREFIX}{state.step}"
     tmp = out_dir / f"{PREFIX}{state.step}.tmp"
     is_main = accelerator.is_main_process
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     if is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
 
-    # Full weights: a collective under FSDP / DeepSpeed ZeRO-3, a plain state_dict otherwise.
+    # Full weights: a collective under FSDP2, a plain state_dict otherwise.
     if fsdp2:
         from corl.training import sharding
 
@@ -210,12 +207,10 @@ def save_checkpoint(
         export_weights(model, trainable.policy.processor, plain, tmp)
         if trainable.uses_lora:
             trainable.peft_model.save_pretrained(tmp / "adapter")
-        if not sharded and not fsdp2:
+        if not fsdp2:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / STATE_FILE).write_text(state.to_json())
-    if sharded:
-        accelerator.save_state(str(tmp / "sharded_state"))
     torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pth")
     accelerator.wait_for_everyone()
 
@@ -246,8 +241,6 @@ def load_training_state(
 
     Full weights are read when the policy is loaded (corl.training.setup.load_trainable_policy).
     """
-    from accelerate import DistributedType
-
     state = TrainerState.from_file(path / STATE_FILE)
     if trainable.uses_lora:
         from peft import set_peft_model_state_dict
@@ -261,8 +254,6 @@ def load_training_state(
         from corl.training import sharding
 
         sharding.load_optimizer(sharded_module, optimizer, path, accelerator.process_index)
-    elif accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        accelerator.load_state(str(path / "sharded_state"))
     else:
         # CPU processes of a launch carry devices like cpu:0, which torch.load cannot map to
         location = "cpu" if accelerator.device.type == "cpu" else accelerator.device

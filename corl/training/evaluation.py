@@ -3,7 +3,7 @@
 Runs on the main process only (the other ranks wait at a barrier), with the unwrapped policy: greedy
 answers and CFG images, exactly what `corl eval --suite shapes` measures, on at most train.eval_max_rows
 rows. Only the Shapes world has a built-in verifier; for other data sources evaluate checkpoints with
-`corl eval`. Skipped (with a warning) under FSDP / DeepSpeed, whose sharded parameters would need every
+`corl eval`. Skipped (with a warning) under train.sharding=fsdp2, whose sharded parameters would need every
 rank to take part.
 """
 
@@ -21,8 +21,6 @@ class ShapesEvaluator:
     """Scores the policy on the Shapes test split; `__call__` returns eval/* metrics (main process)."""
 
     def __init__(self, cfg: Any, accelerator: Any, out_dir: Path) -> None:
-        from accelerate import DistributedType
-
         self.cfg, self.accelerator, self.out_dir = cfg, accelerator, out_dir
         self.enabled = cfg.train.eval_steps > 0
         self.rows = None
@@ -31,9 +29,8 @@ class ShapesEvaluator:
         if cfg.data.source != "shapes":
             logger.warning("train.eval_steps: only the Shapes world is evaluated in training; use `corl eval`")
             self.enabled = False
-        elif cfg.train.sharding != "none" or accelerator.distributed_type in (
-                DistributedType.FSDP, DistributedType.DEEPSPEED):
-            logger.warning("train.eval_steps is skipped under FSDP / DeepSpeed; use `corl eval` on checkpoints")
+        elif cfg.train.sharding != "none":
+            logger.warning("train.eval_steps is skipped under train.sharding=fsdp2; use `corl eval` on checkpoints")
             self.enabled = False
 
     def due(self, step: int) -> bool:

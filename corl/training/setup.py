@@ -60,8 +60,9 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
     Gradient accumulation is done by the trainer (corl.algos.policy_loss divides by the number of
     micro-batches itself), so the accelerator is built with gradient_accumulation_steps=1.
     find_unused_parameters: a trained parameter can be unused in a stage (the text head in t2i).
+    gradient_as_bucket_view: DDP's gradients are views into its all-reduce buckets (one copy, not two).
     """
-    from accelerate import Accelerator, DistributedType
+    from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     device_type = "cpu" if cfg.model.device == "cpu" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,39 +74,27 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    if launch_asks_for("DEEPSPEED") and param_dtype == torch.bfloat16:
-        mixed = "bf16"  # DeepSpeed's bf16 mode keeps fp32 master weights of bf16 parameters
     if launch_asks_for("FSDP"):
         raise ValueError("the launch config asks accelerate for FSDP, but corl shards the model itself: launch "
                          "with recipes/accelerate/ddp.yaml (or ddp-multinode.yaml) and set train.sharding=fsdp2")
-    if launch_asks_for("DEEPSPEED") and device_type == "cpu":
-        raise ValueError("the launch config asks for DeepSpeed, which accelerate runs on GPUs only, and this "
-                         "process has none: launch with recipes/accelerate/ddp.yaml here (train.sharding=fsdp2 "
-                         "shards the model)")
+    if launch_asks_for("DEEPSPEED"):
+        raise ValueError("the launch config asks for DeepSpeed, which corl does not run (accelerate sets it up on "
+                         "GPUs only, so it cannot be tested where corl is built): launch with "
+                         "recipes/accelerate/ddp.yaml and set train.sharding=fsdp2 to shard the model")
     accelerator = Accelerator(
         mixed_precision=mixed,
         # Without a GPU every launch config runs on CPU processes (gloo); asking accelerate for GPUs there
         # would leave each process alone in a world of one.
         cpu=device_type == "cpu",
         device_placement=False,  # the policy is loaded onto training_device() already (maybe cuda:N)
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        # gradients live in DDP's all-reduce buckets instead of a second copy of them
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)],
     )
     check_process_group(accelerator.num_processes)
-    is_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    if param_dtype == torch.bfloat16 and not is_deepspeed:
+    if param_dtype == torch.bfloat16:
         logger.warning(
             "parameters are bf16: AdamW updates smaller than bf16's resolution (~0.4%% of a weight) round "
             "away; model.dtype=fp32 with train.precision=bf16 keeps fp32 master weights"
-        )
-    if is_deepspeed:
-        if cfg.optim.gradient_accumulation_steps != 1:
-            raise ValueError(
-                "with DeepSpeed set optim.gradient_accumulation_steps=1 (the trainer accumulates by hand, "
-                "which DeepSpeed's engine does not support); raise train.per_device_batch_size instead"
-            )
-        # DeepSpeed wants a micro-batch size and there is no dataloader to read it from.
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
-            cfg.train.per_device_batch_size
         )
     return accelerator, param_dtype
 
