@@ -301,7 +301,8 @@ class DecodeStep:
             logger.debug("decode: generic path (model forward per step)")
             return
         config = language_model.config
-        dtype = cache.layers[0].dtype
+        # the hidden states' dtype (the cache may hold keys / values in a narrower compute dtype)
+        dtype = language_model.get_input_embeddings().weight.dtype
         # [b, new, head_dim] each: the same values the model's rotary module gives one step at a time
         self.cos, self.sin = _rotary_table(language_model, self.positions, dtype)
         self.attention = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -411,10 +412,11 @@ class StaticDecoder(torch.nn.Module):
     CPU, torch.compile with CUDA graphs on GPU).
 
     Buffers (registered, so compiled graphs see fixed addresses): keys/values per layer [b, kv_heads,
-    capacity, head_dim], the additive attention mask [b, 1, 1, capacity] and rotary tables [b, capacity,
-    head_dim]. Each step writes slot P + step in place and attends over the whole buffer with later
-    slots masked. One decoder per (rows, capacity, dtype, device) is kept in the caller's cache (the
-    rollouts pass `JanusPolicy.static_decoders`) and reused by later rollouts (`StaticDecoder.get`), so a graph is compiled (captured) once and replayed: `start`
+    capacity, head_dim] (in `kv_dtype`: the compute dtype under autocast), the additive attention mask
+    [b, 1, 1, capacity] and rotary tables [b, capacity, head_dim]. Each step writes slot P + step in place
+    and attends over the whole buffer with later slots masked. One decoder per (rows, capacity, dtypes,
+    device) is kept in the caller's cache (the rollouts pass `JanusPolicy.static_decoders`) and reused by
+    later rollouts (`StaticDecoder.get`), so a graph is compiled (captured) once and replayed: `start`
     it with the rows' prompt mask left-padded to a fixed bucket (`left_pad_to_multiple`), then write the
     (unpadded) prompt's keys/values, which fill the bucket's last slots. Results equal the dynamic path up to float
     rounding (masked slots add exact zeros, but the reductions run over a different length).
@@ -428,6 +430,7 @@ class StaticDecoder(torch.nn.Module):
         dtype: torch.dtype,
         device: torch.device,
         *,
+        kv_dtype: torch.dtype | None = None,
         embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
         head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         weights: torch.nn.Module | None = None,
@@ -457,7 +460,7 @@ class StaticDecoder(torch.nn.Module):
             for index in range(config.num_hidden_layers):
                 for kind in ("keys", "values"):
                     self.register_buffer(
-                        f"{kind}_{index}", torch.zeros(self.cache_shape, dtype=dtype, device=device),
+                        f"{kind}_{index}", torch.zeros(self.cache_shape, dtype=kv_dtype or dtype, device=device),
                         persistent=False,
                     )
             self.register_buffer(
@@ -499,17 +502,18 @@ class StaticDecoder(torch.nn.Module):
         weights: torch.nn.Module | None = None,
         fuse_key: Hashable = None,
         cpu_compiler: str,
+        kv_dtype: torch.dtype | None = None,
     ) -> StaticDecoder:
         """The LLM's decoder for this shape from `cache` (a dict owned by the caller, one per LLM), built on
         first use (compiled at its first step, if asked). Clearing the cache frees the decoders' buffers.
 
         embed/head: kept from the first call with this `fuse_key` (their identity: a new closure each call
         would otherwise mean a new graph each rollout); weights: the module owning their parameters."""
-        key = (rows, capacity, dtype, str(device), fuse_key)
+        key = (rows, capacity, dtype, kv_dtype, str(device), fuse_key)
         if key not in cache:
             cache[key] = cls(
-                language_model, rows, capacity, dtype, device, embed=embed, head=head, weights=weights,
-                cpu_compiler=cpu_compiler,
+                language_model, rows, capacity, dtype, device, kv_dtype=kv_dtype, embed=embed, head=head,
+                weights=weights, cpu_compiler=cpu_compiler,
             )
             logger.info(
                 "static decoder for %d rows x %d positions (compiled: %s)", rows, capacity, compile_step
@@ -643,6 +647,9 @@ def start_decoding(
     so that later calls reuse the compiled graph.
     """
     dtype, device = prompt_embeds.dtype, prompt_embeds.device
+    # Keys and values are stored in the compute dtype: under autocast (fp32 weights, bf16 compute) the
+    # attention reads them in bf16 anyway, and a bf16 cache is half the memory of an fp32 one.
+    kv_dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else dtype
     rows_mask = prompt_mask.index_select(0, prompt_of_row)  # [b, P]
     first_output = (lambda hidden, *_: hidden) if head is None else head
     if compile_step:
@@ -655,12 +662,13 @@ def start_decoding(
         decoder = StaticDecoder.get(
             static_decoders, language_model, rows, bucket_len + max_new, dtype, device, compile_step=True,
             embed=embed, head=head, weights=weights, fuse_key=fuse_key, cpu_compiler=cpu_compiler,
+            kv_dtype=kv_dtype,
         )
         decoder.start(rows_mask, max_new)
         hidden = shared_prefill(language_model, decoder, prompt_embeds, prompt_mask, prompt_of_row)
         return first_output(hidden, *first_head_args), decoder.step
     rows, prompt_len = rows_mask.shape
-    cache = PreallocatedCache(language_model.config, rows, prompt_len + max_new, dtype=dtype, device=device)
+    cache = PreallocatedCache(language_model.config, rows, prompt_len + max_new, dtype=kv_dtype, device=device)
     hidden = shared_prefill(language_model, cache, prompt_embeds, prompt_mask, prompt_of_row)
     step = DecodeStep(language_model, cache, rows_mask, max_new)
     if embed is None and head is None:

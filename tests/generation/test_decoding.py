@@ -116,6 +116,32 @@ def test_fast_decode_is_bitwise_equal_to_transformers_forward(attn_implementatio
         assert torch.equal(got_generic, want), step
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_autocast_decoding_keeps_its_kv_cache_in_the_compute_dtype(attn_implementation):
+    """fp32 weights under bf16 autocast: keys / values are stored in bf16 (half the memory), and the lean
+    step gives exactly what transformers' forward gives under the same autocast (whose attention rounds
+    them to bf16 too)."""
+    model, _ = tiny_janus(1)
+    language_model = model.model.language_model
+    language_model.config._attn_implementation = attn_implementation
+    ids, mask = _prompts()
+    embeds = language_model.get_input_embeddings()(ids)
+    new_embeds = torch.randn(ids.shape[0], 5, embeds.shape[-1], generator=torch.Generator().manual_seed(1))
+    first, inverse = distinct_rows(ids, mask)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = _reference_decode(language_model, embeds, mask, new_embeds)
+        hidden, step = start_decoding(language_model, embeds[first], mask[first], inverse, new_embeds.shape[1])
+        fast = [hidden] + [step(new_embeds[:, i : i + 1]) for i in range(new_embeds.shape[1])]
+    assert {layer.key_buffer.dtype for layer in step.cache.layers} == {torch.bfloat16}
+    assert {layer.value_buffer.dtype for layer in step.cache.layers} == {torch.bfloat16}
+    for index, (want, got) in enumerate(zip(reference, fast, strict=True)):
+        assert got.dtype == want.dtype == torch.float32  # the residual stream stays in the weights' dtype
+        assert torch.equal(got, want), index
+    with torch.inference_mode():  # without autocast the cache is in the weights' dtype
+        _, plain = start_decoding(language_model, embeds[first], mask[first], inverse, 2)
+    assert plain.cache.layers[0].key_buffer.dtype == torch.float32
+
+
 def test_static_shape_decode_matches_up_to_rounding():
     model, _ = tiny_janus(2, dtype=torch.float64)
     language_model = model.model.language_model
