@@ -36,6 +36,9 @@ SCALE_REWARDS_MODES = ("group", "batch", "none")
 UNIFIED_MODES = ("joint_reward", "joint_advantage", "separate")
 # Janus-Pro's classifier-free guidance weight for image sampling (rollouts, evaluation, `corl generate`).
 DEFAULT_CFG_WEIGHT = 5.0
+# Rewards whose halves of the cycle need a captioner / the real image (`rewards.t2i_reward_funcs` names).
+TEXT_CYCLE_REWARDS = ("cycle", "cycle_text")
+VISUAL_CYCLE_REWARDS = ("cycle", "cycle_visual")
 # Largest float32 logits tensor [rows, positions, vocab], in MiB, that log-prob scoring builds at once.
 LOGITS_CHUNK_MB = 256
 
@@ -117,6 +120,9 @@ class RolloutConfig:
                           ("cfg", "cond"))
     max_prompt_length: int = _f(1024, "Prompts longer than this many tokens are cut from the left.")
     max_completion_length: int = _f(512, "Maximum new text tokens per answer.")
+    max_rows: int = _f(0, "Samples per rollout forward batch (an image sample is 2 rows with CFG): bounds the "
+                       "rollout's KV cache (`corl plan`). 0: the whole micro-batch at once. Chunked rollouts draw "
+                       "the same distribution, in another order of random draws.")
     compile_decode: bool = _f(False, "Run both rollouts' decode step with static shapes, compiled: AOTInductor "
                               "on CPU, torch.compile with CUDA graphs on GPU. Same samples up to float rounding; "
                               "the first rollout of each shape compiles (tens of seconds). See "
@@ -201,6 +207,8 @@ class TrainConfig:
     logits_chunk_mb: int = _f(LOGITS_CHUNK_MB, "Log-prob scoring runs the heads over chunks of positions whose float32 "
                               "logits stay under this many MiB (with activation checkpointing per chunk under "
                               "autograd), so the [rows, positions, vocab] logits never exist at once.")
+    memory_check: bool = _f(True, "Plan the run's memory per device at start (what `corl plan` prints, for the "
+                            "devices this process sees) and stop before loading weights when it cannot fit.")
     log_rollouts: bool = _f(False, "Write each rank's row indices, rollout seeds, completions and rewards per step "
                             "to OUT/rollouts/rank{R}.jsonl (debugging; the images themselves are not written).")
 
@@ -390,6 +398,17 @@ def validate(cfg: CorlConfig) -> None:
                          "train.sharding=none")
     if cfg.optim.gradient_accumulation_steps < 1:
         raise ValueError("optim.gradient_accumulation_steps must be >= 1")
+
+
+def resolved_precision(cfg: CorlConfig, bf16_device: bool) -> tuple[str, str]:
+    """(parameter dtype, compute dtype), each "bf16" or "fp32": model.dtype and train.precision with 'auto'
+    resolved to bf16 on a device that supports it (a recent GPU), fp32 elsewhere."""
+    auto = "bf16" if bf16_device else "fp32"
+    param = auto if cfg.model.dtype == "auto" else cfg.model.dtype
+    compute = auto if cfg.train.precision == "auto" else cfg.train.precision
+    if param == "bf16" and compute == "fp32":
+        raise ValueError("model.dtype=bf16 with train.precision=fp32 cannot compute in fp32; use model.dtype=fp32")
+    return param, compute
 
 
 def to_dict(cfg: Any) -> dict:

@@ -55,6 +55,7 @@ from corl.training import checkpoint as ckpt
 from corl.training import sharding
 from corl.training.batches import MicroBatch, StepBatch
 from corl.training.evaluation import ShapesEvaluator
+from corl.training.memory_plan import check_fits
 from corl.training.samples import write_samples
 from corl.training.setup import (
     Reference,
@@ -96,9 +97,9 @@ class TrainResult:
 class PolicyLogps(torch.nn.Module):
     """Per-token log-probs (and entropies) of the stage's tasks behind one `forward`.
 
-    DDP / FSDP / DeepSpeed wrap this module: gradient synchronization only sees passes that go through
-    the wrapper's forward, and the scoring code calls Janus' sub-modules directly, so the wrapper must
-    sit above it. Both tasks of a unified micro-batch go through one forward (one backward per forward).
+    DDP wraps this module (FSDP2 shards it, corl.training.sharding): gradient synchronization only sees
+    passes that go through its forward, and the scoring code calls Janus' sub-modules directly, so the
+    wrapper must sit above it. Both tasks of a unified micro-batch go through one forward (one backward per forward).
     """
 
     def __init__(self, policy: JanusPolicy, tasks: dict[str, Task]) -> None:
@@ -185,6 +186,9 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     from accelerate.utils import set_seed
 
     accelerator, param_dtype = build_accelerator(cfg)
+    device = training_device(cfg, accelerator)
+    if cfg.train.memory_check:  # before anything is loaded or written
+        check_fits(cfg, device, accelerator.num_processes)
     set_seed(cfg.seed)  # the same on every rank: new parameters (LoRA) start equal everywhere
     # Every rank checks (before anything is written), so a refusal cannot leave the others waiting.
     # A resume request on a run killed before its first checkpoint starts over (the old metrics file is
@@ -199,7 +203,6 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
         dump_yaml(cfg, out_dir / "config.yaml")
     accelerator.wait_for_everyone()
 
-    device = training_device(cfg, accelerator)
     trainable = load_trainable_policy(cfg, device, param_dtype, weights_from=resume_dir)
     reference = build_reference(cfg, trainable, device, param_dtype)
     loaded = load_training_data(cfg, accelerator)
@@ -257,17 +260,9 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
 
 @contextlib.contextmanager
 def full_parameters(run: Run):
-    """Rollouts call Janus' sub-modules directly: under FSDP2 / ZeRO-3 the parameters are gathered first."""
-    from accelerate import DistributedType
-
-    kind = run.accelerator.distributed_type
+    """Rollouts call Janus' sub-modules directly: under FSDP2 the parameters are gathered first."""
     if run.fsdp2:
         with sharding.gathered(run.module):
-            yield
-    elif kind == DistributedType.DEEPSPEED and run.accelerator.state.deepspeed_plugin.zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(run.module.parameters())):
             yield
     else:
         yield
@@ -337,13 +332,13 @@ def collect_batch(run: Run, data_step: int) -> StepBatch:
     epoch, step_in_epoch = divmod(data_step, run.steps_per_epoch)
     rank, timer = run.accelerator.process_index, run.timer
     micro_batches = []
-    # Rollouts run in the parameters' dtype, not under autocast: their static KV cache is allocated in it.
+    # Rollouts run under the update's autocast (bf16 compute over fp32 weights keeps its KV caches in bf16).
     with full_parameters(run):
         for micro, sampler in enumerate(run.samplers):
             indices = sampler.indices(epoch, step_in_epoch)
             micro_batch = MicroBatch(indices, collate_rows(run.dataset, indices))
             for name, task in run.tasks.items():
-                with timer(task.timer_name):
+                with timer(task.timer_name), run.accelerator.autocast():
                     seed = rollout_seed(run.cfg, data_step, rank, micro, task)
                     micro_batch.tasks[name] = task.rollout(run.policy, micro_batch.rows, seed)
             with timer("rewards"):
@@ -425,7 +420,7 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
         if per_task:
             metrics[name] = sum(per_task) / len(per_task)
     metrics = mean_across_ranks(accelerator, metrics)
-    metrics["grad_norm"] = math.nan if grad_norm is None else float(grad_norm)  # None: DeepSpeed clipped it
+    metrics["grad_norm"] = float(grad_norm)
     metrics["learning_rate"] = learning_rate
     return metrics
 
@@ -592,13 +587,10 @@ def save(run: Run, step: int) -> Path:
 
 def finish(run: Run, metrics_log: MetricsLogger, final_checkpoint: Path | None) -> dict:
     """Check the ranks agree, write OUT/summary.json and print the reward change per task."""
-    from accelerate import DistributedType
     from accelerate.utils import gather_object
 
     digests = None
-    sharded = run.fsdp2 or run.accelerator.distributed_type in (
-        DistributedType.FSDP, DistributedType.DEEPSPEED)
-    if not sharded:  # each rank holds the whole trained parameters: they must be equal
+    if not run.fsdp2:  # each rank holds the whole trained parameters: they must be equal
         digests = gather_object([parameter_digest(run.trainable.parameters)])
         if len(set(digests)) > 1:
             logger.error("trained parameters differ across ranks: %s", digests)

@@ -128,6 +128,34 @@ def test_every_stage_and_loss_type_trains_the_backbone_only(model_dir, tmp_path,
         assert header["gradient_accumulation_steps"] == 2 and header["global_batch_prompts"] == 4
 
 
+def test_bf16_compute_rolls_out_with_bf16_kv_caches(model_dir, tmp_path, monkeypatch):
+    """fp32 master weights with train.precision=bf16: both rollouts run under the update's autocast, so
+    their KV caches are allocated in bf16 (half the memory of fp32 caches)."""
+    from corl.generation import decoding
+
+    allocated = []
+    original = decoding.PreallocatedCache.__init__
+
+    def recording_init(self, *args, dtype, **kwargs):
+        allocated.append(dtype)
+        original(self, *args, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(decoding.PreallocatedCache, "__init__", recording_init)
+    result = train(tiny_config(model_dir, "unified", ["train.precision=bf16"]), tmp_path / "run")
+    assert result.steps == 1
+    assert len(allocated) >= 2 and set(allocated) == {torch.bfloat16}  # image and text rollouts
+    assert {t.dtype for t in weights(result.final_checkpoint).values()} == {torch.float32}
+
+
+def test_chunked_rollouts_train(model_dir, tmp_path):
+    """rollout.max_rows=1: every image and answer is sampled in its own forward batch; the step trains."""
+    result = train(tiny_config(model_dir, "unified", ["rollout.max_rows=1"]), tmp_path / "run")
+    assert result.steps == 1
+    assert_trained_only_backbone(weights(model_dir), weights(result.final_checkpoint))
+    _, rows = rows_of(tmp_path / "run")
+    assert rows[0]["grad_norm"] > 0
+
+
 @pytest.mark.parametrize("stage, loss_type, extra", [
     ("unified", "grpo", ["optim.gradient_accumulation_steps=2"]),
     ("mc", "bnpo", ["rewards.mm2t_reward_funcs=[test_answer_length]", "rewards.mm2t_reward_weights=[1.0]"]),

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "corl.cli.eval",
     "corl.cli.merge",
     "corl.cli.train",
+    "corl.cli.plan",
     "corl.cli.pilot",
 )
 

@@ -69,6 +69,14 @@ class JanusSizes:
 
 
 JANUS_PRO_1B = JanusSizes()
+# DeepSeek-LLM 7B backbone; the same SigLIP-L/16 encoder and 16384-code VQ tokenizer as the 1B.
+JANUS_PRO_7B = JanusSizes(text_hidden_size=4096, text_intermediate_size=11008, text_layers=30, text_heads=32,
+                          text_kv_heads=32)
+# Hub ids of transformers-format Janus-Pro checkpoints -> their published sizes (for planning offline).
+PUBLISHED_SIZES = {
+    "deepseek-community/Janus-Pro-1B": JANUS_PRO_1B,
+    "deepseek-community/Janus-Pro-7B": JANUS_PRO_7B,
+}
 
 
 def _vq_levels(patch_size: int) -> int:

@@ -17,19 +17,19 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoTokenizer,
+    JanusConfig,
     JanusForConditionalGeneration,
     JanusImageProcessorPil,
     JanusProcessor,
 )
 
-from corl.policy.architecture import janus_generation_config
+from corl.policy.architecture import PUBLISHED_SIZES, janus_config, janus_generation_config
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import PromptStyle
 
 logger = logging.getLogger(__name__)
 
 SHAPES_BASE_ENV = "CORL_SHAPES_BASE"
-JANUS_PRO_7B = "deepseek-community/Janus-Pro-7B"
 _DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -106,6 +106,23 @@ def load_processor(path_or_id: str | Path, **hub_kwargs) -> JanusProcessor:
         logger.info("processor's default system prompt turned off (corl formats prompts itself)")
         reference.use_default_system_prompt = False
     return reference
+
+
+def load_model_config(path_or_id: str | Path | None = None, **hub_kwargs) -> JanusConfig:
+    """The `JanusConfig` of a checkpoint without its weights: a local directory's config.json, the published
+    sizes of a known Janus-Pro hub id (no download), else the hub's config.json. None / 'shapes-base': the
+    Shapes base model."""
+    source = resolve_model_path(path_or_id) if path_or_id is not None else str(default_model_path())
+    if Path(source).expanduser().exists():
+        source = str(Path(source).expanduser())
+        if not (Path(source) / "config.json").is_file():
+            raise FileNotFoundError(f"{source} is not a saved model directory (no config.json)")
+    elif source in PUBLISHED_SIZES:
+        from corl.policy.tokenizer import build_tokenizer
+
+        # only the sizes matter here; the special token ids come from a stand-in tokenizer
+        return janus_config(PUBLISHED_SIZES[source], build_tokenizer(["a"]))
+    return JanusConfig.from_pretrained(source, **hub_kwargs)
 
 
 def load_policy(

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from corl.config import CorlConfig, deep_merge
+from corl.config import VISUAL_CYCLE_REWARDS, CorlConfig, deep_merge, resolved_precision
 from corl.policy import JanusPolicy, load_policy, trainable_parameters
 from corl.policy.policy import PARAMETER_GROUPS
 from corl.rewards import RewardSet
@@ -36,7 +36,6 @@ from corl.tasks import MM2T, T2I, TASKS_OF_STAGE
 
 logger = logging.getLogger(__name__)
 
-VISUAL_CYCLE_REWARDS = ("cycle", "cycle_visual")  # rewards that compare with the real image
 
 
 # ------------------------------------------------------------------------------------------ devices
@@ -45,10 +44,7 @@ VISUAL_CYCLE_REWARDS = ("cycle", "cycle_visual")  # rewards that compare with th
 def resolve_dtypes(cfg: CorlConfig, device_type: str) -> tuple[torch.dtype, str]:
     """(parameter dtype, accelerate mixed_precision) from model.dtype and train.precision."""
     on_cuda = device_type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    param = {"auto": "bf16" if on_cuda else "fp32"}.get(cfg.model.dtype, cfg.model.dtype)
-    compute = {"auto": "bf16" if on_cuda else "fp32"}.get(cfg.train.precision, cfg.train.precision)
-    if param == "bf16" and compute == "fp32":
-        raise ValueError("model.dtype=bf16 with train.precision=fp32 cannot compute in fp32; use model.dtype=fp32")
+    param, compute = resolved_precision(cfg, on_cuda)
     mixed = "bf16" if (param == "fp32" and compute == "bf16") else "no"
     return (torch.bfloat16 if param == "bf16" else torch.float32), mixed
 
