@@ -1,13 +1,16 @@
 """R_acc: accuracy of an understanding answer against the row's `solution`.
 
 Answer extraction. The answer is the content of the last <answer>...</answer> pair. A completion with no
-complete pair scores 0.0 by default, as upstream CoRL does: the format reward alone should not carry the
-burden of teaching the tag, and scoring the whole free text would reward answers hidden in the reasoning.
+complete pair scores 0.0 by default: the format reward alone should not carry the burden of teaching the
+tag, and scoring the whole free text would reward answers hidden in the reasoning.
 `require_answer_tag=False` scores the whole completion (with <think> blocks removed) instead.
 
 Multiple choice (`accuracy_mc`). The options are parsed from the question: lines such as "A. red",
 "B) blue", "(C) green", "D: yellow" (or, if no such lines, the same markers inline). The answer names a
-letter when it is (in this order of precedence):
+letter when it is (in this order of precedence), after NFKC normalization (full-width "Ｂ" is "B"):
+0. never when it names two or more different option letters, whatever the wording ("A or B", "either A
+   or C", "A/B", "A, B", "both A and D", "(a) or (b)", "B, not A"): a hedge scores 0.0, so a policy
+   cannot collect the reward by listing options;
 1. a lone letter, any case, optionally in brackets or with a trailing "." / ":" ("b", "(B)", "B.");
 2. a cue word ("answer", "option", "choice", then optionally "is" / ":") followed by a letter: at the
    start in any case ("The answer is B.", "answer: b"), or anywhere with a capital letter when all such
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -77,6 +81,10 @@ _LEAD_IN_RE = re.compile(
 _CUE_RE = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is\s*)?[:=]?\s*[\(\[]?([A-Z])(?![A-Za-z])")
 _MARKER_RE = re.compile(r"^(?:[\(\[]([A-Za-z])[\)\]]|([A-Za-z])[\.\):])(?:\s+|$)")
 _STANDALONE_CAPITAL_RE = re.compile(r"(?<![A-Za-z'])([A-Z])(?![A-Za-z'])")
+_BRACKETED_LETTER_RE = re.compile(r"[\(\[]([A-Za-z])[\)\]]")
+# After "A", these words make it an option letter in a list ("A or B"), not the article ("A red one").
+_LIST_WORDS = frozenset({"or", "and", "nor", "vs", "versus", "plus", "then", "maybe", "perhaps", "also", "but",
+                         "not", "either", "both", "and/or"})
 
 
 def parse_options(question: str | None) -> dict[str, str]:
@@ -112,8 +120,11 @@ def extract_choice(answer: str, options: dict[str, str] | None = None) -> str | 
     """The option letter an answer names (rules 1-5 in the module docstring), or None."""
     options = options or {}
     valid = set(options) if options else {chr(c) for c in range(ord("A"), ord("Z") + 1)}
-    text = " ".join(answer.split())
+    text = " ".join(unicodedata.normalize("NFKC", answer).split())
     if not text:
+        return None
+    # Rule 0: a hedge names no letter.
+    if len(named_letters(text, valid, options)) >= 2:
         return None
     # Rule 1: a lone letter.
     match = _LONE_LETTER_RE.match(text)
@@ -142,15 +153,25 @@ def extract_choice(answer: str, options: dict[str, str] | None = None) -> str | 
     if letter is not None:
         return letter
     # Rule 5: exactly one standalone capital letter, "A" + lower-case word being the article.
-    letters = set()
-    for m in _STANDALONE_CAPITAL_RE.finditer(text):
-        if m.group(1) == "A" and re.match(r"\s+[a-z]", text[m.end() :]):
-            continue
-        if m.group(1) == "I" and "I" not in options:
-            continue  # the pronoun
-        letters.add(m.group(1))
-    letters &= valid
+    letters = named_letters(text, valid, options)
     return letters.pop() if len(letters) == 1 else None
+
+
+def named_letters(text: str, valid: set[str], options: dict[str, str]) -> set[str]:
+    """The valid option letters `text` names: standalone capitals ("A" before a lower-case word is the
+    article unless that word joins a list, as in "A or B"; "I" is the pronoun unless it is an option) and
+    bracketed letters of either case ("(b)")."""
+    letters = {m.group(1).upper() for m in _BRACKETED_LETTER_RE.finditer(text)}
+    for m in _STANDALONE_CAPITAL_RE.finditer(text):
+        letter = m.group(1)
+        if letter == "A":
+            following = re.match(r"\s+([a-z][a-z/]*)", text[m.end() :])
+            if following and following.group(1) not in _LIST_WORDS:
+                continue
+        if letter == "I" and "I" not in options:
+            continue
+        letters.add(letter)
+    return letters & valid
 
 
 def _match_option_text(answer: str, options: dict[str, str]) -> str | None:

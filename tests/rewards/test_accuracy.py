@@ -174,3 +174,36 @@ def test_conversation_completions():
     reward = make_accuracy_reward("oe")
     completion = [{"role": "assistant", "content": "<think>x</think><answer>Two</answer>"}]
     assert reward(["p"], [completion], solution=["2"]) == [1.0]
+
+
+# Hedges: every way of naming two option letters, in every order, scores 0 (a policy under RL would
+# otherwise learn to list options).
+HEDGE_TEMPLATES = [
+    "{x} or {y}", "{x} and {y}", "Either {x} or {y}", "either {x} or {y}", "{x}/{y}", "{x}, {y}",
+    "both {x} and {y}", "({x}) or ({y})", "({lx}) or ({ly})", "{x} or maybe {y}", "I think {x} or {y}",
+    "The answer is {x} or {y}.", "{x} vs {y}", "{x} and/or {y}", "Option {x} or option {y}",
+    "{x}. {ox} or {y}. {oy}", "{x}, not {y}", "[{x}] [{y}]", "{x} {y}",
+]
+OPTIONS = {"A": "red", "B": "blue", "C": "green", "D": "yellow"}
+PAIRS = [(x, y) for x in OPTIONS for y in OPTIONS if x != y]
+
+
+@pytest.mark.parametrize("template", HEDGE_TEMPLATES)
+def test_every_hedge_names_no_letter(template):
+    question = "What color is the circle?\n" + "\n".join(f"{k}. {v}" for k, v in OPTIONS.items())
+    reward = make_accuracy_reward()
+    for x, y in PAIRS:
+        text = template.format(x=x, y=y, lx=x.lower(), ly=y.lower(), ox=OPTIONS[x], oy=OPTIONS[y])
+        assert extract_choice(text, OPTIONS) is None, text
+        for solution in (x, y):  # whichever letter is right, the hedge earns nothing
+            score = reward([question], [f"<answer>{text}</answer>"], solution=[f"<answer>{solution}</answer>"],
+                           question=[question], question_type=["mc"])
+            assert score == [0.0], (text, solution)
+
+
+def test_single_letters_still_count_next_to_the_article_and_full_width_letters():
+    assert extract_choice("B. A red circle", OPTIONS) == "B"  # "A" before a noun is the article
+    assert extract_choice("A red one", OPTIONS) == "A"  # ... and "red" names option A
+    assert extract_choice("Ｃ", OPTIONS) == "C"  # full-width, NFKC-normalized
+    assert extract_choice("（Ｄ）", OPTIONS) == "D"
+    assert extract_choice("<answer>A or B</answer>".removeprefix("<answer>").removesuffix("</answer>")) is None
