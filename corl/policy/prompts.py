@@ -25,10 +25,8 @@ import torch
 from PIL import Image
 from transformers import JanusProcessor
 
-DEFAULT_ANSWER_FORMAT = (
-    "First think about the question and put your reasoning inside <think> </think> tags, "
-    "then give the final answer inside <answer> </answer> tags."
-)
+# the wording lives with the other defaults (a recipe sets it as rollout.answer_format)
+from corl.config import DEFAULT_ANSWER_FORMAT
 
 _SLOT = "\x00corl-text-slot\x00"  # stands for the user's text while the template is rendered
 

@@ -8,6 +8,7 @@ Registered names (build with `build_reward(name, **options)` or a whole recipe w
 | accuracy     | mm2t, MC or OE  | partial_credit, require_answer_tag                                   |
 | accuracy_mc  | mm2t, MC        | partial_credit, require_answer_tag                                   |
 | accuracy_oe  | mm2t, OE        | partial_credit, require_answer_tag                                   |
+| accuracy_upstream | mm2t       | none (the official code's scoring: no tag needed, soft Jaccard)      |
 | format       | mm2t            | none                                                                 |
 | cycle        | t2i             | visual, visual_options, captioner, captioner_options,                |
 |              |                 | text_similarity, text_similarity_options, reference_column (+policy) |
@@ -32,7 +33,7 @@ from corl.rewards.registry import (  # noqa: I001  (registry first: the modules 
     reward_names,
     unregister,
 )
-from corl.rewards import accuracy, clip_score, cycle, format, text_image_matching  # noqa: F401  (registration)
+from corl.rewards import accuracy, accuracy_upstream, clip_score, cycle, format, text_image_matching  # noqa: F401,E501
 from corl.rewards.accuracy import extract_choice, make_accuracy_reward, parse_options
 from corl.rewards.cycle import CycleReward, make_cycle_reward
 from corl.rewards.format import format_reward

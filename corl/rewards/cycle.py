@@ -1,11 +1,13 @@
-"""R_cycle: bidirectional cycle consistency of a generated image, in [0, 1].
+"""R_cycle: bidirectional cycle consistency of a generated image.
 
     visual half  v_i = similarity(real image of the row, generated image i)      (image_similarity.py)
     textual half t_i = similarity(caption of generated image i, the row's prompt) (captioners.py,
                                                                                   text_similarity.py)
-    R_cycle,i = (v_i + t_i) / 2
+    combine="sum":  R_cycle,i = v_i + t_i, in [0, 2]: the paper's Eq. 3 and the official code
+                    (BERTScore F1 + 1 - LPIPS)
+    combine="mean": R_cycle,i = (v_i + t_i) / 2, in [0, 1]: on R_TIM's scale (the default, and what the
+                    Shapes recipes were tuned with)
 
-Both halves lie in [0, 1], so their mean does too (the paper averages the halves for this reason).
 A half that does not apply to a row (no real image in the row's `image` column) is None and the row's
 R_cycle is the other half alone; a half that FAILS (NaN from a backend) makes R_cycle NaN, which
 `RewardSet` turns into a logged, counted failure. After each call the reward's `last_components` holds
@@ -13,7 +15,7 @@ R_cycle is the other half alone; a half that FAILS (NaN from a backend) makes R_
 and `last_captions` the captions of the generated images (for sample logs).
 
 Registered names (all factories, built once):
-- `cycle`: both halves. Options: visual, visual_options, captioner, captioner_options, text_similarity,
+- `cycle`: both halves. Options: combine, visual, visual_options, captioner, captioner_options, text_similarity,
   text_similarity_options, reference_column (policy is passed by the registry for captioner="self").
 - `cycle_visual`: the visual half alone. Options: visual, visual_options.
 - `cycle_text`: the textual half alone. Options: captioner, captioner_options, text_similarity,
@@ -39,14 +41,17 @@ from corl.rewards.text_similarity import TextSimilarity, make_text_similarity
 HALVES = ("visual", "text")
 
 
-def combine_halves(visual: float | None, text: float | None) -> float | None:
-    """Mean of the halves that apply; None if neither applies; NaN if a half is NaN."""
+COMBINE_MODES = ("mean", "sum")
+
+
+def combine_halves(visual: float | None, text: float | None, combine: str = "mean") -> float | None:
+    """Mean (or sum) of the halves that apply; None if neither applies; NaN if a half is NaN."""
     present = [h for h in (visual, text) if h is not None]
     if not present:
         return None
     if any(isinstance(h, float) and math.isnan(h) for h in present):
         return float("nan")
-    return sum(present) / len(present)
+    return sum(present) / (len(present) if combine == "mean" else 1)
 
 
 class CycleReward:
@@ -60,7 +65,11 @@ class CycleReward:
         text_similarity: TextSimilarity | None = None,
         reference_column: str | None = None,
         name: str = "cycle",
+        combine: str = "mean",
     ) -> None:
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {', '.join(COMBINE_MODES)}, got {combine!r}")
+        self.combine = combine
         unknown = set(halves) - set(HALVES)
         if unknown or not halves:
             raise ValueError(f"halves must be a non-empty subset of {HALVES}, got {list(halves)}")
@@ -110,7 +119,7 @@ class CycleReward:
         self.last_components = {}
         if len(self.halves) == 2:
             self.last_components = {"cycle/visual": list(visual), "cycle/text": list(text)}
-        return [combine_halves(v, t) for v, t in zip(visual, text)]
+        return [combine_halves(v, t, self.combine) for v, t in zip(visual, text)]
 
 
 def make_cycle_reward(
@@ -123,6 +132,7 @@ def make_cycle_reward(
     reference_column: str | None = None,
     policy: Any = None,
     halves: Sequence[str] = HALVES,
+    combine: str = "mean",
 ) -> CycleReward:
     """R_cycle with named backends, each built once here.
 
@@ -131,7 +141,7 @@ def make_cycle_reward(
     {"model", "device", "dtype", "max_new_tokens", "num_beams", "prompt", "batch_size"}; self
     {"instruction", "greedy"}, and the policy). text_similarity: 'bertscore' | 'overlap' (bertscore
     options {"model", "num_layers", "device", "batch_size", "rescale_with_baseline", "lang",
-    "baseline_path"}).
+    "baseline_path"}). combine: 'mean' or 'sum' of the halves (module docstring).
     """
     visual_backend = (
         make_image_similarity(visual, **dict(visual_options or {})) if "visual" in halves else None
@@ -141,7 +151,7 @@ def make_cycle_reward(
         captioner_backend = make_captioner(captioner, policy=policy, **dict(captioner_options or {}))
         text_backend = make_text_similarity(text_similarity, **dict(text_similarity_options or {}))
     name = "cycle" if len(halves) == 2 else f"cycle_{halves[0]}"
-    return CycleReward(halves, visual_backend, captioner_backend, text_backend, reference_column, name)
+    return CycleReward(halves, visual_backend, captioner_backend, text_backend, reference_column, name, combine)
 
 
 def _build_cycle_visual(visual: str = "ssim", visual_options: Mapping[str, Any] | None = None) -> RewardFn:
@@ -168,7 +178,7 @@ def _build_cycle_text(
 
 
 register_factory("cycle", make_cycle_reward, fixed=("halves",),
-                 description="R_cycle: mean of the visual and textual cycle halves")
+                 description="R_cycle: mean (or sum) of the visual and textual cycle halves")
 register_factory(
     "cycle_visual", _build_cycle_visual, description="visual cycle half: sim(real image, generated)"
 )

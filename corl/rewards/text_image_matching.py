@@ -6,9 +6,11 @@ With the hidden states of the (generated) image tokens i_j and of the prompt tok
 
 the average of an image->text and a text->image greedy alignment (BERTScore-like recall and precision).
 Means and maxima run over VALID positions only, given by the masks the policy returns (never by
-hard-coded offsets of one prompt template). The reward is mapped to [0, 1] by (R + 1) / 2: an affine map
-keeps the whole range and the ordering (clipping at 0 would flatten every negative alignment to one
-value), and puts R_TIM on the same [0, 1] scale as R_cycle in R_t2i = R_cycle + R_TIM.
+hard-coded offsets of one prompt template). scale="raw" returns R itself, as the paper and the official
+code do; scale="unit" (the default) maps it to [0, 1] by (R + 1) / 2: an affine map keeps the whole range
+and the ordering (clipping at 0 would flatten every negative alignment to one value), and puts R_TIM on
+the scale of a mean R_cycle in R_t2i = R_cycle + R_TIM. The affine map halves R_TIM's spread within a
+group, and so its weight in the group-normalized advantage.
 A row without a valid image or text position has no score: NaN, which `RewardSet` logs and counts as a
 failure. Zero vectors have cosine 0 with everything (normalization with eps).
 
@@ -42,6 +44,9 @@ class MatchingStatesLike(Protocol):
     image_mask: torch.Tensor  # [N, Li] bool, True = a real image token
     text_states: torch.Tensor  # [N, Lt, D] hidden states at prompt-token positions (padded)
     text_mask: torch.Tensor  # [N, Lt] bool, True = a real prompt token
+
+
+TIM_SCALES = ("unit", "raw")
 
 
 def _field(states: Any, name: str) -> torch.Tensor:
@@ -101,8 +106,12 @@ class TIMReward:
 
     __name__ = "tim"
 
-    def __init__(self, policy: JanusPolicy, text_column: str | None = None) -> None:
+    def __init__(self, policy: JanusPolicy, text_column: str | None = None, scale: str = "unit") -> None:
         from corl.policy.policy import JanusPolicy
+
+        if scale not in TIM_SCALES:
+            raise ValueError(f"scale must be one of {', '.join(TIM_SCALES)}, got {scale!r}")
+        self.scale = scale
 
         if not isinstance(policy, JanusPolicy):
             raise ValueError(f"the 'tim' reward scores with the policy's own hidden states: it needs the "
@@ -120,20 +129,20 @@ class TIMReward:
             raise KeyError(f"the tim reward reads the column {self.text_column!r}, which is missing")
         with torch.no_grad():
             states = matching_states(self.policy, list(completions), texts)
-            scores = tim_score(states)
+            scores = tim_score(states) if self.scale == "unit" else tim_raw(states)
         if scores.shape[0] != len(completions):
             raise ValueError(f"matching_states gave {scores.shape[0]} rows for {len(completions)} images")
         return [float(s) for s in scores.cpu().tolist()]
 
 
-def make_tim_reward(policy: JanusPolicy, text_column: str | None = None) -> RewardFn:
-    """R_TIM reward for `policy` (texts: the prompts, or the column `text_column`)."""
-    return TIMReward(policy, text_column)
+def make_tim_reward(policy: JanusPolicy, text_column: str | None = None, scale: str = "unit") -> RewardFn:
+    """R_TIM reward for `policy` (texts: the prompts, or the column `text_column`; scale: unit or raw)."""
+    return TIMReward(policy, text_column, scale)
 
 
 register_factory(
     "tim",
     make_tim_reward,
     needs_policy=True,
-    description="R_TIM: text-image matching from the policy's own hidden states, in [0, 1]",
+    description="R_TIM: text-image matching from the policy's own hidden states, raw in [-1, 1] or unit",
 )

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,8 @@ def load_trainable_policy(
     if weights_from is not None and cfg.model.lora_r == 0:
         source = str(weights_from)
     policy = load_policy(source, dtype=param_dtype, device=device)
+    # "" asks for the question verbatim (PromptStyle's None)
+    policy.style = replace(policy.style, answer_format=cfg.rollout.answer_format or None)
     model = policy.model
     changed = disable_dropout(model)
     if changed:
@@ -301,14 +303,23 @@ def reward_options(cfg: CorlConfig, names: list[str], device: torch.device) -> d
     r = cfg.rewards
     on_cuda = {"device": str(device)} if device.type == "cuda" else {}
     visual: dict[str, Any] = {"visual": r.image_similarity}
-    if on_cuda and r.image_similarity == "lpips":
-        visual["visual_options"] = dict(on_cuda)
+    visual_options: dict[str, Any] = {}
+    if r.image_similarity == "lpips":
+        visual_options = {"net": r.lpips_net, **(on_cuda)}
+    if r.image_similarity_size:
+        visual_options["size"] = (r.image_similarity_size, r.image_similarity_size)
+    if visual_options:
+        visual["visual_options"] = visual_options
     text: dict[str, Any] = {"captioner": r.captioner, "text_similarity": r.text_similarity}
     if r.captioner == "blip":
-        text["captioner_options"] = {"model": r.captioner_model, **on_cuda}
+        text["captioner_options"] = {"model": r.captioner_model, "max_new_tokens": r.captioner_max_new_tokens,
+                                     **on_cuda}
     if r.text_similarity == "bertscore":
         text["text_similarity_options"] = {"model": r.text_similarity_model, **on_cuda}
-    derived: dict[str, dict] = {"cycle": {**visual, **text}, "cycle_visual": visual, "cycle_text": text}
+        if r.text_similarity_layers:
+            text["text_similarity_options"]["num_layers"] = r.text_similarity_layers
+    derived: dict[str, dict] = {"cycle": {**visual, **text, "combine": r.cycle_combine}, "cycle_visual": visual,
+                                "cycle_text": text, "tim": {"scale": r.tim_scale}}
     if r.oe_partial_credit:
         derived.update({"accuracy": {"partial_credit": True}, "accuracy_oe": {"partial_credit": True}})
     options = {name: dict(derived.get(name, {})) for name in names}

@@ -126,3 +126,17 @@ def test_bad_halves():
         CycleReward(halves=("audio",))
     with pytest.raises(ValueError, match="captioner"):
         CycleReward(halves=("text",))
+
+
+def test_sum_of_halves_is_the_papers_eq_3():
+    """combine="sum": R_cycle = visual + text (paper Eq. 3, the official code's F1 + 1 - LPIPS), in [0, 2]."""
+    assert combine_halves(0.4, 0.8, "sum") == pytest.approx(1.2)
+    assert combine_halves(None, 0.8, "sum") == 0.8
+    reward = CycleReward(visual=lambda reals, gens: [1.0, 0.5], captioner=lambda images: ["a red circle", "x"],
+                         text_similarity=TokenOverlapSimilarity(), combine="sum")
+    assert reward(["a red circle", "a red circle"], ["img"] * 2, image=["real"] * 2) == [pytest.approx(2.0), 0.5]
+    built = build_reward("cycle", visual="mse", captioner="shapes", text_similarity="overlap", combine="sum")
+    assert built.combine == "sum"
+    with pytest.raises(ValueError, match="combine must be one of mean, sum"):
+        CycleReward(visual=lambda r, g: [], captioner=lambda i: [], text_similarity=TokenOverlapSimilarity(),
+                    combine="max")

@@ -138,3 +138,14 @@ def test_the_policy_record_type_is_accepted():
     s = example_states()
     theirs = records.MatchingStates(s.image_states, s.image_mask, s.text_states, s.text_mask)
     assert torch.allclose(tim_raw(theirs)[:2], tim_raw(s)[:2])
+
+
+def test_raw_scale_is_the_cosine_score_itself(tiny_policy, fake_matching):
+    """scale="raw" (paper, official code): R in [-1, 1]; "unit" is (R + 1) / 2 of the same rows."""
+    fake_matching(example_states())
+    unit = build_reward("tim", policy=tiny_policy)(["p0", "p1", "p2"], ["a", "b", "c"])
+    raw = build_reward("tim", policy=tiny_policy, scale="raw")(["p0", "p1", "p2"], ["a", "b", "c"])
+    assert raw[1] == pytest.approx(0.5) and unit[1] == pytest.approx((raw[1] + 1) / 2)
+    assert math.isnan(raw[2])
+    with pytest.raises(ValueError, match="scale must be one of unit, raw"):
+        build_reward("tim", policy=tiny_policy, scale="minmax")
