@@ -6,8 +6,9 @@ e.g. `corl train recipes/shapes-tiny/unified.yaml grpo.beta=0.02 train.max_steps
 Conventions:
 - GRPO knobs keep TRL's GRPOConfig names (num_generations, beta, epsilon, epsilon_high, loss_type,
   scale_rewards, num_iterations, reward_weights, ...), grouped into sections.
-- A recipe may start with `inherit: other.yaml` (path relative to the recipe); its keys are merged
-  section by section, the inheriting file winning.
+- A recipe may start with `inherit: other.yaml` or `inherit: [a.yaml, b.yaml]` (paths relative to the
+  recipe); their keys are merged section by section, later parents over earlier ones and the inheriting
+  file over all.
 - An unknown section or key is an error that lists the valid ones, so a typo never silently falls
   back to a default.
 """
@@ -354,7 +355,8 @@ def resolve_recipe(name: str) -> Path:
     shipped = recipes_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
     if shipped.is_file():
         return shipped
-    known = sorted(str(p.relative_to(recipes_dir()))[:-5] for p in recipes_dir().glob("*/*.yaml"))
+    known = sorted(str(p.relative_to(recipes_dir()))[:-5] for p in recipes_dir().rglob("*.yaml")
+                   if p.parent.name != "accelerate" and p.name != "common.yaml")
     raise FileNotFoundError(f"no recipe '{name}'; shipped recipes: {', '.join(known) or 'none found'}")
 
 
@@ -368,11 +370,14 @@ def read_recipe(path: str | Path, _seen: tuple = ()) -> dict:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping")
-    parent = raw.pop("inherit", None)
-    if parent:
+    parents = raw.pop("inherit", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    base: dict = {}
+    for parent in parents:  # later parents win over earlier ones, the recipe itself over all of them
         # a column_map names the whole mapping of a dataset: an inheriting recipe's replaces its parent's
-        raw = deep_merge(read_recipe(path.parent / parent, _seen + (path,)), raw, whole=("column_map",))
-    return raw
+        base = deep_merge(base, read_recipe(path.parent / parent, _seen + (path,)), whole=("column_map",))
+    return deep_merge(base, raw, whole=("column_map",)) if parents else raw
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

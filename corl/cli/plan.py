@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "reference and reward models, rollout KV caches, update activations, and the largest "
                     "update micro-batch (train.update_batch_size) that fits. Exit status 1 when it does not fit.",
     )
-    p.add_argument("recipe", help="recipe file or shipped name, e.g. janus-pro-1b/unified")
+    p.add_argument("recipe", help="recipe file or shipped name, e.g. janus-pro-1b/paper/unified")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.sharding=fsdp2")
     p.add_argument("--gpus", type=int, default=1, help="processes (one per GPU) the run is launched with")
     p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",

@@ -4,7 +4,7 @@ The same command runs in one process and under `accelerate launch` (DDP and frie
 recipes/accelerate/), e.g.
 
     corl train shapes-tiny/unified --out runs/unified train.max_steps=20
-    accelerate launch --config_file recipes/accelerate/ddp.yaml -m corl.cli train janus-pro-1b/unified --out runs/u
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m corl.cli train janus-pro-1b/paper/unified --out runs/u
 
 Heavy imports happen inside the command, so `corl --help` stays fast.
 """
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "plus key=value overrides. Writes OUT/config.yaml, OUT/metrics.jsonl, OUT/checkpoint-N/, "
                     "OUT/samples/ and OUT/summary.json.",
     )
-    p.add_argument("recipe", help="recipe file or shipped name, e.g. shapes-tiny/unified or janus-pro-1b/t2i")
+    p.add_argument("recipe", help="recipe file or shipped name, e.g. shapes-tiny/unified or janus-pro-1b/paper/t2i")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. grpo.beta=0.02 train.max_steps=5")
     p.add_argument("--out", required=True, type=Path, help="output directory of the run")
     p.add_argument("--resume", nargs="?", const=AUTO, default=None, metavar="PATH",

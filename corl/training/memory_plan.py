@@ -200,8 +200,7 @@ def reward_models(cfg: CorlConfig, count_local: Callable[[str], int | None]) -> 
         if r.text_similarity == "bertscore":
             add(r.text_similarity_model)
     if names & set(VISUAL_CYCLE_REWARDS) and r.image_similarity == "lpips":
-        net = ((r.reward_kwargs or {}).get("cycle", {}).get("visual_options", {}) or {}).get("net", "alex")
-        add(f"lpips:{net}")
+        add(f"lpips:{r.lpips_net}")
     return models
 
 

@@ -12,8 +12,9 @@ from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
 torch.set_num_threads(2)
 
 
-@pytest.mark.parametrize("recipe", ["janus-pro-1b/unified", "janus-pro-7b/unified", "janus-pro-1b/t2i",
-                                    "janus-pro-1b/mc", "janus-pro-1b/oe", "janus-pro-7b/t2i"])
+@pytest.mark.parametrize("recipe", ["janus-pro-1b/paper/unified", "janus-pro-7b/paper/unified", "janus-pro-1b/paper/t2i",
+                                    "janus-pro-1b/official/unified", "janus-pro-7b/official/mc",
+                                    "janus-pro-1b/paper/mc", "janus-pro-1b/paper/oe", "janus-pro-7b/paper/t2i"])
 def test_shipped_janus_recipes_fit_eight_80gb_gpus(recipe, capsys):
     assert main(["plan", recipe, "--gpus", "8", "--gpu-memory", "80"]) == 0
     out = capsys.readouterr().out
@@ -24,19 +25,19 @@ def test_shipped_janus_recipes_fit_eight_80gb_gpus(recipe, capsys):
 
 
 def test_plan_that_does_not_fit_exits_1_and_names_the_largest_update_chunk(capsys):
-    assert main(["plan", "janus-pro-1b/unified", "--gpus", "8", "--gpu-memory", "40"]) == 1
+    assert main(["plan", "janus-pro-1b/paper/unified", "--gpus", "8", "--gpu-memory", "40"]) == 1
     out = capsys.readouterr().out
     assert "does NOT fit" in out and "largest update chunk that fits: train.update_batch_size=" in out
 
 
 def test_plan_without_memory_prints_the_table_only(capsys):
-    assert main(["plan", "janus-pro-1b/unified", "train.sharding=fsdp2", "--gpus", "4"]) == 0
+    assert main(["plan", "janus-pro-1b/paper/unified", "train.sharding=fsdp2", "--gpus", "4"]) == 0
     out = capsys.readouterr().out
     assert "FSDP2" in out and "/ 4 (sharded)" in out and "fits" not in out
 
 
 def test_plan_rejects_bad_device_counts(capsys):
-    assert main(["plan", "janus-pro-1b/unified", "--gpus", "0"]) == 2
+    assert main(["plan", "janus-pro-1b/paper/unified", "--gpus", "0"]) == 2
     assert "--gpus must be >= 1" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ from corl.training.memory_plan import (
 
 
 def janus_1b_plan(*overrides: str, devices: Devices = Devices("cuda", 8, 80 * GiB)):
-    cfg = load_config(resolve_recipe("janus-pro-1b/unified"), list(overrides))
+    cfg = load_config(resolve_recipe("janus-pro-1b/paper/unified"), list(overrides))
     return cfg, plan_memory(cfg, SHAPE_1B, devices)
 
 
@@ -72,9 +72,9 @@ def test_largest_update_chunk_is_the_boundary_of_the_budget():
     cfg, plan = janus_1b_plan(devices=Devices("cuda", 8, budget_gib * GiB))
     largest = plan.largest_update_rows
     assert 0 < largest < 16 and not plan.fits
-    at = plan_memory(load_config(resolve_recipe("janus-pro-1b/unified"), [f"train.update_batch_size={largest}"]),
+    at = plan_memory(load_config(resolve_recipe("janus-pro-1b/paper/unified"), [f"train.update_batch_size={largest}"]),
                      SHAPE_1B, Devices("cuda", 8, budget_gib * GiB))
-    over = plan_memory(load_config(resolve_recipe("janus-pro-1b/unified"), [f"train.update_batch_size={largest + 1}"]),
+    over = plan_memory(load_config(resolve_recipe("janus-pro-1b/paper/unified"), [f"train.update_batch_size={largest + 1}"]),
                        SHAPE_1B, Devices("cuda", 8, budget_gib * GiB))
     budget = Devices("cuda", 8, budget_gib * GiB).budget
     assert at.phases["update"] <= budget < over.phases["update"]
@@ -87,10 +87,10 @@ def test_kv_cache_follows_the_compute_dtype():
 
 
 def test_reward_models_of_the_recipes():
-    cfg = load_config(resolve_recipe("janus-pro-1b/unified"))
+    cfg = load_config(resolve_recipe("janus-pro-1b/paper/unified"))
     assert set(reward_models(cfg, lambda path: None)) == {
-        "Salesforce/blip-image-captioning-large", "roberta-large", "lpips:alex"}
-    assert reward_models(load_config(resolve_recipe("janus-pro-1b/mc")), lambda path: None) == {}
+        "Salesforce/blip-image-captioning-base", "bert-base-uncased", "lpips:vgg"}
+    assert reward_models(load_config(resolve_recipe("janus-pro-1b/paper/mc")), lambda path: None) == {}
     # the Shapes recipes' rewards load no model (Shapes captioner, SSIM)
     assert reward_models(load_config(resolve_recipe("shapes-tiny/unified")), lambda path: None) == {}
     bert = load_config(resolve_recipe("shapes-tiny/unified"),
@@ -99,7 +99,7 @@ def test_reward_models_of_the_recipes():
 
 
 def test_unknown_reward_model_is_named_in_a_note():
-    cfg = load_config(resolve_recipe("janus-pro-1b/unified"), ["rewards.captioner_model=my/blip"])
+    cfg = load_config(resolve_recipe("janus-pro-1b/paper/unified"), ["rewards.captioner_model=my/blip"])
     plan = plan_memory(cfg, SHAPE_1B, Devices("cuda", 8, 80 * GiB), reward_models(cfg, lambda path: None))
     assert any("my/blip" in note for note in plan.notes)
 
