@@ -186,11 +186,14 @@ class LPIPSSimilarity:
     name = "lpips"
 
     def __init__(
-        self, net: str = "alex", device: str = "cpu", size: tuple[int, int] | None = None, min_size: int = 64
+        self, net: str = "alex", device: str = "cpu", size: tuple[int, int] | None = None, min_size: int = 64,
+        pretrained_backbone: bool = True,
     ) -> None:
-        lpips = import_optional("lpips", "lpips", "the 'lpips' visual similarity")
+        lpips = import_optional("lpips", "janus", "the 'lpips' visual similarity")
         self.device = torch.device(device)
-        self.model = lpips.LPIPS(net=net, verbose=False).to(self.device).eval()
+        # the linear heads ship inside the lpips package; the ImageNet backbone comes through torchvision's
+        # cache (TORCH_HOME, fetched by `corl prefetch`); pretrained_backbone=False keeps it random (tests)
+        self.model = lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False).to(self.device).eval()
         self.size, self.min_size = size, min_size
 
     @torch.no_grad()

@@ -113,9 +113,9 @@ def test_lpips_path_with_a_stand_in_network(monkeypatch, solid):
     seen = {}
 
     class FakeLPIPS(torch.nn.Module):
-        def __init__(self, net="alex", verbose=True):
+        def __init__(self, net="alex", pnet_rand=False, verbose=True):
             super().__init__()
-            seen["net"] = net
+            seen["net"], seen["pnet_rand"] = net, pnet_rand
 
         def forward(self, a, b):
             seen["range"] = (float(torch.minimum(a.min(), b.min())), float(torch.maximum(a.max(), b.max())))
@@ -127,10 +127,21 @@ def test_lpips_path_with_a_stand_in_network(monkeypatch, solid):
         [solid((0, 0, 0), (64, 64)), solid((0, 0, 0), (64, 64))],
         [solid((0, 0, 0), (64, 64)), solid((255, 255, 255), (64, 64))],
     )
-    assert seen["net"] == "vgg" and seen["range"] == (-1.0, 1.0)
+    assert seen["net"] == "vgg" and seen["range"] == (-1.0, 1.0) and seen["pnet_rand"] is False
     assert same == pytest.approx(1.0) and opposite == 0.0  # distance 4 clipped
 
 
 def test_unknown_backend():
     with pytest.raises(ValueError, match="ssim"):
         make_image_similarity("psnr")
+
+
+def test_real_lpips_with_its_linear_heads_and_a_random_backbone(solid):
+    """The `janus` extra's real lpips (its shipped linear heads; the ImageNet backbone left random, since
+    fetching it needs the network): identical images score 1, different ones less, at the official 224 px."""
+    pytest.importorskip("lpips", reason="the janus extra (pip install 'corl[janus]') is not installed")
+    for net in ("alex", "vgg"):
+        sim = LPIPSSimilarity(net=net, size=(224, 224), pretrained_backbone=False)
+        same, different = sim([solid((200, 0, 0), (48, 48))] * 2,
+                              [solid((200, 0, 0), (48, 48)), solid((0, 0, 200), (48, 48))])
+        assert same == pytest.approx(1.0) and 0.0 <= different < 1.0, net
