@@ -54,6 +54,7 @@ from corl.tasks import MM2T, T2I, Task, tasks_of
 from corl.training import checkpoint as ckpt
 from corl.training import sharding
 from corl.training.batches import MicroBatch, StepBatch
+from corl.training.assets import check_assets
 from corl.training.evaluation import ShapesEvaluator
 from corl.training.memory_plan import check_fits
 from corl.training.samples import write_samples
@@ -187,7 +188,8 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
 
     accelerator, param_dtype = build_accelerator(cfg)
     device = training_device(cfg, accelerator)
-    if cfg.train.memory_check:  # before anything is loaded or written
+    check_assets(cfg)  # every missing download at once, before anything is loaded or written
+    if cfg.train.memory_check:
         check_fits(cfg, device, accelerator.num_processes)
     set_seed(cfg.seed)  # the same on every rank: new parameters (LoRA) start equal everywhere
     # Every rank checks (before anything is written), so a refusal cannot leave the others waiting.

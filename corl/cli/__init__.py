@@ -22,7 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "corl.cli.merge",
     "corl.cli.train",
     "corl.cli.plan",
+    "corl.cli.prefetch",
     "corl.cli.pilot",
+    "corl.cli.reproduce",
 )
 
 
