@@ -333,9 +333,16 @@ def build_rewards(cfg: CorlConfig, policy: JanusPolicy, device: torch.device) ->
     """One RewardSet per task of the stage, every backend built once, here."""
     tasks = TASKS_OF_STAGE[cfg.stage]
     listed = {T2I: cfg.rewards.t2i_reward_funcs, MM2T: cfg.rewards.mm2t_reward_funcs}
-    stray = sorted(set(cfg.rewards.reward_kwargs or {}) - {n for t in tasks for n in listed[t]})
-    if stray:
-        raise ValueError(f"rewards.reward_kwargs names reward(s) {stray} that this stage does not use")
+    from corl.rewards import reward_names
+
+    named = set(cfg.rewards.reward_kwargs or {})
+    unknown = sorted(named - set(reward_names()))
+    if unknown:  # a typo would otherwise leave a reward on its defaults without a word
+        raise ValueError(f"rewards.reward_kwargs names unknown reward(s) {unknown}; registered: "
+                         f"{', '.join(reward_names())}")
+    unused = sorted(named - {n for t in tasks for n in listed[t]})
+    if unused:  # one set of overrides may serve every stage of a pipeline
+        logger.info("rewards.reward_kwargs for %s: not used in stage %s", ", ".join(unused), cfg.stage)
     sets = {}
     for task in tasks:
         names = list(listed[task])

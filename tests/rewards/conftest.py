@@ -9,125 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
+from corl.rewards.testing import save_tiny_blip, save_tiny_bert
+
 torch.set_num_threads(2)
-
-# Words the tiny tokenizers know (BERT-style vocab: special tokens first).
-TINY_VOCAB = [
-    "[PAD]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
-    "a",
-    "an",
-    "the",
-    "red",
-    "blue",
-    "green",
-    "yellow",
-    "circle",
-    "circles",
-    "square",
-    "squares",
-    "triangle",
-    "triangles",
-    "two",
-    "three",
-    "one",
-    "of",
-    "to",
-    "left",
-    "right",
-    "above",
-    "below",
-    "photo",
-    "picture",
-    "dog",
-    "cat",
-    "on",
-    "in",
-    "and",
-    "is",
-    ".",
-    ",",
-    "sat",
-    "mat",
-    "big",
-    "small",
-]
-
-
-def write_vocab(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "vocab.txt"
-    path.write_text("\n".join(TINY_VOCAB) + "\n")
-    return path
-
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 3-layer BERT + tokenizer saved with save_pretrained (loads like a hub id would)."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    tokenizer = BertTokenizer(str(write_vocab(folder)))
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")
 def tiny_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random BLIP captioner (tiny text and vision configs) + processor saved with save_pretrained."""
-    from transformers import (
-        BertTokenizer,
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipImageProcessorPil,
-        BlipProcessor,
-    )
-
-    folder = tmp_path_factory.mktemp("tiny_blip")
-    torch.manual_seed(0)
-    tokenizer = BertTokenizer(str(write_vocab(folder)))
-    text = {
-        "vocab_size": len(TINY_VOCAB),
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 37,
-        "max_position_embeddings": 64,
-        "bos_token_id": tokenizer.cls_token_id,
-        "eos_token_id": tokenizer.sep_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision = {
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 37,
-        "image_size": 32,
-        "patch_size": 8,
-    }
-    model = BlipForConditionalGeneration(
-        BlipConfig(text_config=text, vision_config=vision, projection_dim=16)
-    )
-    processor = BlipProcessor(
-        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_blip(tmp_path_factory.mktemp("tiny_blip"))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from corl.config import load_config, resolve_recipe
@@ -49,3 +50,13 @@ def test_answer_format_reaches_the_policys_prompts(tmp_path):
         assert policy.style.answer_format == wanted
         text = encode_understanding(policy.processor, sample_images(1), ["what color?"], policy.style).texts[0]
         assert ("<think>" in text) == (wanted is not None)
+
+
+def test_reward_kwargs_must_name_registered_rewards_but_may_serve_other_stages():
+    from corl.training.setup import build_rewards
+
+    mc = load_config(resolve_recipe("shapes-tiny/mc"), ["rewards.reward_kwargs={cycle: {combine: sum}}"])
+    assert set(build_rewards(mc, None, torch.device("cpu"))) == {"mm2t"}  # cycle is for another stage
+    typo = load_config(resolve_recipe("shapes-tiny/mc"), ["rewards.reward_kwargs={cycel: {combine: sum}}"])
+    with pytest.raises(ValueError, match=r"unknown reward\(s\) \['cycel'\]"):
+        build_rewards(typo, None, torch.device("cpu"))
