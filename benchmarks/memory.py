@@ -5,7 +5,7 @@
 
 For each model: a random-weight Janus with Janus-Pro-1B's widths (hidden 2048, MLP 5632, 16 heads, vocab
 102400, SigLIP-L/16 at 384 px, the 16384-code VQ model, 576-token images) but only L decoder layers is
-saved, then `corl.trainer.train` runs the shipped recipe `janus-pro-1b/unified` on it in a fresh process
+saved, then `corl.trainer.train` runs the shipped recipe `janus-pro-1b/paper/unified` on it in a fresh process
 (fp32 weights, bf16 compute, gradient checkpointing as shipped) for `--steps` unified steps: image and text
 rollouts, rewards, scoring, update. Made small enough for a CPU: B = 1 prompt, G = 2, answers of 64 tokens
 (a random model never stops early, so every answer has the full length), and prompts filled to
@@ -133,7 +133,7 @@ def child(layers: int, checkpointing: bool, steps: int, workdir: Path, device: s
     model_dir = workdir / "model"
     torch.manual_seed(0)
     save_policy(JanusPolicy(build_janus(sizes, tokenizer), processor), model_dir)
-    recipe = resolve_recipe("janus-pro-1b/unified")
+    recipe = resolve_recipe("janus-pro-1b/paper/unified")
     shipped = load_config(recipe)
     # On CPU a smaller batch, shorter answers and prompts; on a GPU the recipe's own.
     shrink = [] if device == "cuda" else ["rollout.num_generations=2", "train.per_device_batch_size=1",

@@ -65,22 +65,11 @@ def run_stage(stage: str, model_path: str | Path, settings: DemoSettings, stage_
               extra_overrides: tuple[str, ...] = ()) -> Path:
     """Train one stage (shapes-tiny recipe) from `model_path` into `stage_dir` (default OUT/stage); a
     finished stage is not run again, an interrupted one resumes."""
-    stage_dir = stage_dir or settings.out / stage
-    summary_path = stage_dir / "summary.json"
-    if summary_path.is_file():
-        final = json.loads(summary_path.read_text()).get("final_checkpoint")
-        if final and Path(final).is_dir():
-            logger.info("stage %s already finished: %s", stage, final)
-            return Path(final)
-    from corl.config import load_config, resolve_recipe
-    from corl.trainer import train
+    from corl.cli.pipeline import train_stage
+    from corl.config import resolve_recipe
 
     overrides = [f"model.name_or_path={model_path}", f"seed={settings.seed}", *settings.overrides, *extra_overrides]
-    cfg = load_config(resolve_recipe(f"{RECIPE_FAMILY}/{stage}"), overrides)
-    result = train(cfg, stage_dir, resume=True)
-    if result.final_checkpoint is None:
-        raise RuntimeError(f"stage {stage} finished without a checkpoint in {stage_dir}")
-    return Path(result.final_checkpoint)
+    return train_stage(resolve_recipe(f"{RECIPE_FAMILY}/{stage}"), stage_dir or settings.out / stage, overrides)
 
 
 def run_pipeline(settings: DemoSettings) -> dict[str, Any]:

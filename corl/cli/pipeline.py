@@ -1,0 +1,35 @@
+"""Stages that chain into a pipeline (`corl demo`, `corl reproduce`): train a recipe from a given model into
+its own folder, or read back the final checkpoint of a stage that already finished there."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def finished_checkpoint(stage_dir: Path) -> Path | None:
+    """The final checkpoint a finished stage in `stage_dir` recorded, when it is still there."""
+    summary_path = stage_dir / "summary.json"
+    if not summary_path.is_file():
+        return None
+    final = json.loads(summary_path.read_text()).get("final_checkpoint")
+    return Path(final) if final and Path(final).is_dir() else None
+
+
+def train_stage(recipe: Path, stage_dir: Path, overrides: list[str]) -> Path:
+    """Train `recipe` (+ overrides) into `stage_dir` and return its final checkpoint; a finished stage is not
+    run again, an interrupted one resumes from its newest checkpoint."""
+    done = finished_checkpoint(stage_dir)
+    if done is not None:
+        logger.info("stage in %s already finished: %s", stage_dir, done)
+        return done
+    from corl.config import load_config
+    from corl.trainer import train
+
+    result = train(load_config(recipe, overrides), stage_dir, resume=True)
+    if result.final_checkpoint is None:
+        raise RuntimeError(f"the stage in {stage_dir} finished without a checkpoint")
+    return Path(result.final_checkpoint)
