@@ -176,12 +176,26 @@ def check_args(args: argparse.Namespace) -> None:
     _parse_column_map(args.column_map)
 
 
+def check_downloads(args: argparse.Namespace) -> None:
+    """The evaluated model and a benchmark recipe's dataset must be cached or reachable (one error naming all)."""
+    from corl.training.assets import hub_asset, require
+
+    needed = hub_asset("model", args.model, "the evaluated model, --model")
+    if args.suite in ("benchmark", "mc", "oe") and args.recipe and not args.data:
+        from corl.eval.answer_benchmarks import resolve_benchmark
+
+        spec = resolve_benchmark(args.recipe)
+        needed += hub_asset("dataset", spec.source, f"the {spec.name} benchmark, --recipe {args.recipe}")
+    require(needed, "fetch them with `hf download NAME` (datasets: `hf download NAME --repo-type dataset`)")
+
+
 def run_eval(args: argparse.Namespace, policy: Any = None) -> dict[str, Any]:
     """Run `args.suite` with `policy` (loaded from args.model when None) and write args.out."""
     from corl.eval.grading import write_json_atomic
 
     check_args(args)
     if policy is None:
+        check_downloads(args)  # before any weights load: every missing model / dataset at once
         policy = _load_policy(args)
         if args.model is None:
             from corl.policy import default_model_path

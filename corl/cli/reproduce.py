@@ -71,9 +71,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
-    def timed(name: str, fn, *fn_args):
+    def timed(name: str, fn, *fn_args, **fn_kwargs):
         start = time.perf_counter()
-        value = fn(*fn_args)
+        value = fn(*fn_args, **fn_kwargs)
         seconds[name] = round(time.perf_counter() - start, 1)
         return value
 

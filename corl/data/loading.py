@@ -228,6 +228,18 @@ def _load_files(paths: list[str], split: str | None, cache_dir: str | None) -> d
     )
 
 
+def _cached_snapshot(repo_id: str) -> str | None:
+    """The hub cache's snapshot folder of dataset `repo_id` when offline (HF_HUB_OFFLINE=1), else None."""
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        return snapshot_download(repo_id, repo_type="dataset", local_files_only=True)
+    except Exception:  # not cached (or not a valid id): datasets' own error says so
+        return None
+
+
 def read_source(
     source: Source, split: str | None = "train", cache_dir: str | None = None
 ) -> tuple[datasets.Dataset, str | None, str]:
@@ -263,8 +275,10 @@ def read_source(
         return datasets.load_dataset(text, split=split, cache_dir=cache_dir), root, text
     if _looks_local(text):
         raise FileNotFoundError(f"no such file or directory: {text!r}")
-    # A hub dataset id ("owner/name"); datasets handles download and caching.
-    loaded = datasets.load_dataset(text, split=split, cache_dir=cache_dir)
+    # A hub dataset id ("owner/name"); datasets handles download and caching. Offline, a snapshot in the
+    # hub cache (what `corl prefetch` leaves) is read as a local folder: datasets' own offline mode finds
+    # only datasets it has prepared before.
+    loaded = datasets.load_dataset(_cached_snapshot(text) or text, split=split, cache_dir=cache_dir)
     if isinstance(loaded, datasets.DatasetDict):
         loaded = _pick_split(loaded, split, text)
     return loaded, None, text

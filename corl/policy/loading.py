@@ -109,14 +109,18 @@ def load_processor(path_or_id: str | Path, **hub_kwargs) -> JanusProcessor:
 
 
 def load_model_config(path_or_id: str | Path | None = None, **hub_kwargs) -> JanusConfig:
-    """The `JanusConfig` of a checkpoint without its weights: a local directory's config.json, the published
-    sizes of a known Janus-Pro hub id (no download), else the hub's config.json. None / 'shapes-base': the
-    Shapes base model."""
+    """The `JanusConfig` of a checkpoint without its weights: a local directory's config.json, a hub id's
+    config.json in the Hugging Face cache, the published sizes of a known Janus-Pro hub id (no download),
+    else the hub's config.json. None / 'shapes-base': the Shapes base model."""
+    from huggingface_hub import try_to_load_from_cache
+
     source = resolve_model_path(path_or_id) if path_or_id is not None else str(default_model_path())
     if Path(source).expanduser().exists():
         source = str(Path(source).expanduser())
         if not (Path(source) / "config.json").is_file():
             raise FileNotFoundError(f"{source} is not a saved model directory (no config.json)")
+    elif isinstance(cached := try_to_load_from_cache(source, "config.json"), str):
+        return JanusConfig.from_pretrained(str(Path(cached).parent))
     elif source in PUBLISHED_SIZES:
         from corl.policy.tokenizer import build_tokenizer
 

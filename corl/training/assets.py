@@ -150,12 +150,24 @@ def fetch(asset: Asset) -> Path:
     return Path(snapshot_download(asset.name, repo_type=asset.kind, ignore_patterns=ignore))
 
 
-def check_assets(cfg: CorlConfig) -> None:
-    """Raise one error listing every asset of `cfg` that is neither cached nor reachable (before any weights
-    load), with the command that fetches them."""
-    missing = missing_assets(cfg)
+def require(assets: list[Asset], how: str) -> None:
+    """Raise one error listing every asset in `assets` that is neither cached nor reachable, and `how` to
+    fetch them."""
+    missing = [a for a in assets if not a.cached() and not a.reachable()]
     if missing:
         listing = "\n".join(f"  - {asset}" for asset in missing)
         raise ValueError(f"{len(missing)} download(s) this run needs are neither cached nor reachable:\n{listing}\n"
-                         f"fetch them with `corl prefetch RECIPE [key=value ...]` (the same recipe and overrides) "
-                         f"on a machine with network access, sharing or copying its caches (HF_HOME, TORCH_HOME)")
+                         f"{how} on a machine with network access, sharing or copying its caches (HF_HOME, "
+                         f"TORCH_HOME)")
+
+
+def check_assets(cfg: CorlConfig) -> None:
+    """`require` every asset of a training run (before any weights load), naming `corl prefetch`."""
+    require(assets_of(cfg), "fetch them with `corl prefetch RECIPE [key=value ...]` (the same recipe and overrides)")
+
+
+def hub_asset(kind: str, name: str | None, purpose: str) -> list[Asset]:
+    """[the Asset] for a hub name, [] for None, a local path or the Shapes base model."""
+    if not name or name == "shapes-base" or _is_local(name):
+        return []
+    return [Asset(kind, name, purpose)]

@@ -104,3 +104,12 @@ def test_prefetch_fetches_each_missing_asset_once_then_the_preflight_passes(empt
     assert missing_assets(load_config(resolve_recipe("janus-pro-1b/paper/unified"))) == []
     assert main(["prefetch", "janus-pro-1b/paper/unified"]) == 0  # everything cached: nothing fetched again
     assert len(fetched) == 8
+
+
+def test_eval_offline_names_the_missing_model_and_benchmark_before_loading(empty_caches, capsys):
+    out = empty_caches / "results.json"
+    assert main(["eval", "--model", "org/some-janus", "--suite", "benchmark", "--recipe", "mmstar",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 download(s)" in err and "org/some-janus" in err and "Lin-Chen/MMStar" in err
+    assert not out.exists()
