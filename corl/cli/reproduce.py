@@ -110,12 +110,17 @@ def write_report(out: Path, args: argparse.Namespace, checkpoints: dict[str, Pat
     """DIR/report.md (and report.json with the same facts)."""
     from corl import __version__
     from corl.eval.grading import write_json_atomic
-    from corl.report import reward_table
+    from corl.report import plot_reward_curves, reward_table
 
-    rewards = {stage: reward_rows(out / stage) for stage in ("unified", *REFINED_STAGES)}
+    stages = ("unified", *REFINED_STAGES)
+    rewards = {stage: reward_rows(out / stage) for stage in stages}
+    plot = plot_reward_curves(out, stages, out / "plots" / "reward_curves.png")
     lines = [f"# CoRL pipeline: {args.family}", "",
              f"corl {__version__}; overrides: {' '.join(args.overrides) or 'none'}", "",
-             "## Training reward per stage", "", reward_table(rewards), "", "## Checkpoints", ""]
+             "## Training reward per stage", "", reward_table(rewards), ""]
+    if plot is not None:
+        lines += [f"![mean reward per step]({plot.relative_to(out)})", ""]
+    lines += ["## Checkpoints", ""]
     lines += [f"- {name}: `{path}`" for name, path in checkpoints.items()]
     lines += ["", "## Evaluation", ""]
     if not evals:

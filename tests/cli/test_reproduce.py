@@ -40,6 +40,12 @@ def write_datasets(folder: Path) -> dict[str, Path]:
     for name, rows in (("unified", unified), ("mcq", mcq), ("vqa", vqa)):
         paths[name] = folder / f"{name}.jsonl"
         paths[name].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # the evaluation bridges' inputs: GenEval prompts, and a benchmark recipe over local rows
+    paths["geneval"] = folder / "evaluation_metadata.jsonl"
+    paths["geneval"].write_text("".join(json.dumps({"prompt": c, "tag": "single_object"}) + "\n" for c in CAPTIONS))
+    paths["benchmark"] = folder / "tiny_bench.yaml"
+    paths["benchmark"].write_text(f"name: tiny_bench\nsource: {paths['mcq']}\nsplit: train\nquestion_type: mc\n"
+                                  "column_map: {image: image, question: problem, solution: solution}\n")
     return paths
 
 
@@ -66,7 +72,8 @@ def test_reproduce_runs_the_whole_pipeline(family, tmp_path, monkeypatch):
         (family_dir / f"{stage}.yaml").write_text(
             f"inherit: {Path(__file__).resolve().parents[2] / 'recipes/janus-pro-1b' / family / stage}.yaml\n"
             f"data:\n  source: {source}\n")
-    assert main(["reproduce", str(family_dir), "--out", str(out), *pointing]) == 0
+    bridges = ["--geneval", str(data["geneval"]), "--benchmark", str(data["benchmark"]), "--max-eval-rows", "2"]
+    assert main(["reproduce", str(family_dir), "--out", str(out), *pointing, *bridges]) == 0
 
     from transformers import JanusForConditionalGeneration
 
@@ -75,10 +82,13 @@ def test_reproduce_runs_the_whole_pipeline(family, tmp_path, monkeypatch):
         JanusForConditionalGeneration.from_pretrained(summary["final_checkpoint"])  # plain transformers loads it
     JanusForConditionalGeneration.from_pretrained(out / "merged-mc-oe")
     report = (out / "report.md").read_text()
-    assert "Training reward per stage" in report and "merged" in report
+    assert "Training reward per stage" in report and "merged" in report and "reward_curves.png" in report
+    assert "- geneval: " in report and "- tiny_bench: " in report
+    assert len(list((out / "eval" / "geneval-images").rglob("*.png"))) >= 2  # the dumps GenEval's scorer reads
+    assert json.loads((out / "eval" / "tiny_bench.json").read_text())["settings"]["model"].endswith("merged-mc-oe")
     unified_cfg = (out / "unified" / "config.yaml").read_text()
     assert ("accuracy_upstream" in unified_cfg) == (family == "official")
     # a second run reads every stage back instead of training again
     before = {p: p.stat().st_mtime for p in out.glob("*/summary.json")}
-    assert main(["reproduce", str(family_dir), "--out", str(out), *pointing]) == 0
+    assert main(["reproduce", str(family_dir), "--out", str(out), *pointing, *bridges]) == 0
     assert {p: p.stat().st_mtime for p in out.glob("*/summary.json")} == before
