@@ -1,7 +1,8 @@
 """Text similarity for the textual half of R_cycle: similarity(prompt, caption of the generated image).
 
 Backends take (candidates, references) and return one float in [0, 1] per pair:
-- `bertscore`: BERTScore F1 (Zhang et al. 2020), the similarity upstream CoRL's code uses.
+- `bertscore`: BERTScore F1 (Zhang et al. 2020), the similarity the official CoRL code uses (there through
+  torchmetrics, bert-base-uncased's last layer; the paper's text names SPICE).
   The encoder and tokenizer are loaded through the `bert-score` package's own loaders
   (`bert_score.utils.get_tokenizer` / `get_model`, which keep the first `num_layers` layers), and the
   contextual embeddings come from `bert_score.utils.get_bert_embedding`; one loader serves hub ids and
