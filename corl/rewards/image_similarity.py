@@ -7,10 +7,10 @@ Backends (all take lists of images and return one float per pair; NaN means the 
 - `mse`: on [0, 1] RGB pixels, `1 - MSE` (mode "linear", the default: bounded, no free parameter) or
   `exp(-MSE / scale)` (mode "exp": spreads the small MSEs of similar images over more of [0, 1]).
 - `lpips`: `1 - LPIPS`, clipped to [0, 1], through the optional `lpips` package (extra `corl[janus]` or
-  `corl[lpips]`, which bring torchvision too); imported lazily, with a clear error when missing. Note that `lpips` fetches its
-  torchvision backbone weights (AlexNet/VGG/SqueezeNet) through torch.hub, so on an offline machine they
-  must already be in the torch hub cache (`corl prefetch` puts them there). The paper's choice; the
-  official code uses VGG at 224 px.
+  `corl[lpips]`, which bring torchvision too); imported lazily, with a clear error when missing. Note
+  that `lpips` fetches its torchvision backbone weights (AlexNet/VGG/SqueezeNet) through torch.hub, so on
+  an offline machine they must already be in the torch hub cache (`corl prefetch` puts them there). The
+  paper's choice; the official code uses VGG at 224 px.
 
 Options common to all: `size` (a fixed (H, W) compare size), `min_size`, `device` (where the math runs;
 SSIM's Gaussian windows at Janus' 384 px are slow on a CPU: use the GPU for Janus-size images;
