@@ -367,7 +367,13 @@ def read_recipe(path: str | Path, _seen: tuple = ()) -> dict:
         raise ValueError(f"recipe inheritance loops through {path}")
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping")
     parents = raw.pop("inherit", None) or []
@@ -387,7 +393,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ValueError(f"override '{item}' is not of the form key=value (e.g. grpo.beta=0.02)")
         dotted, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text.strip() else ""
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise ValueError(f"override '{item}': the value is not valid YAML (quote it, e.g. "
+                             f"{dotted.strip()}='\"...\"')") from None
         parts = dotted.strip().split(".")
         node = raw
         for part in parts[:-1]:
@@ -406,14 +416,59 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+# (key, test, what it must be): checked when a config is built, before anything loads
+_RANGES: tuple[tuple[str, Any, str], ...] = (
+    ("optim.learning_rate", lambda v: v > 0, "> 0"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.warmup_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("optim.max_grad_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    ("grpo.beta", lambda v: v >= 0, ">= 0"),
+    ("grpo.epsilon", lambda v: v > 0, "> 0"),
+    ("grpo.epsilon_high", lambda v: v > 0, "> 0"),
+    ("grpo.unified_lambda", lambda v: v >= 0, ">= 0"),
+    ("rollout.temperature", lambda v: v > 0, "> 0"),
+    ("rollout.top_k", lambda v: v >= 0, ">= 0 (0: off)"),
+    ("rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("rollout.cfg_weight", lambda v: v >= 0, ">= 0"),
+    ("rollout.max_prompt_length", lambda v: v >= 1, ">= 1"),
+    ("rollout.max_completion_length", lambda v: v >= 1, ">= 1"),
+    ("rollout.max_rows", lambda v: v >= 0, ">= 0 (0: the whole micro-batch)"),
+    ("train.per_device_batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.max_steps", lambda v: v >= 0, ">= 0 (0: train.num_epochs decides)"),
+    ("train.num_epochs", lambda v: v > 0, "> 0"),
+    ("train.logging_steps", lambda v: v >= 1, ">= 1"),
+    ("train.save_steps", lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    ("train.save_total_limit", lambda v: v >= 0, ">= 0 (0: keep all)"),
+    ("train.sample_steps", lambda v: v >= 0, ">= 0 (0: off)"),
+    ("train.eval_steps", lambda v: v >= 0, ">= 0 (0: off)"),
+    ("train.eval_max_rows", lambda v: v >= 0, ">= 0 (0: all)"),
+    ("train.update_batch_size", lambda v: v >= 0, ">= 0 (0: the whole micro-batch)"),
+    ("train.logits_chunk_mb", lambda v: v >= 1, ">= 1"),
+    ("model.lora_r", lambda v: v >= 0, ">= 0 (0: full weights)"),
+    ("data.limit", lambda v: v >= 0, ">= 0 (0: all rows)"),
+)
+
+
 def validate(cfg: CorlConfig) -> None:
-    """Cross-field checks that a single field's type cannot express."""
+    """Cross-field checks that a single field's type cannot express, and the value ranges (_RANGES)."""
+    import math
+
+    for key, ok, what in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+            raise ValueError(f"{key}={value!r} must be {what}")
     r = cfg.rewards
     for task in ("t2i", "mm2t"):
         funcs, weights = getattr(r, f"{task}_reward_funcs"), getattr(r, f"{task}_reward_weights")
         if len(funcs) != len(weights):
             raise ValueError(f"rewards.{task}_reward_funcs has {len(funcs)} entries but "
                              f"rewards.{task}_reward_weights has {len(weights)}")
+        bad = [w for w in weights if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)]
+        if bad:
+            raise ValueError(f"rewards.{task}_reward_weights={weights!r}: every weight must be a finite number")
     if cfg.rollout.num_generations < 2:
         raise ValueError("rollout.num_generations must be >= 2: group-relative advantages need a group")
     if cfg.grpo.num_iterations < 1:

@@ -1,3 +1,4 @@
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,3 +117,29 @@ def test_cli_config_show(capsys):
     out = capsys.readouterr().out
     assert "beta: 0.04" in out and "Janus-Pro-1B" in out
     assert main(["config", "show", "shapes-tiny/mc", "grpo.nope=1"]) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.learning_rate=-1e-3", "optim.learning_rate=-0.001 must be > 0"),
+    ("optim.learning_rate=.nan", "optim.learning_rate=nan must be > 0"),
+    ("grpo.epsilon=-0.2", "grpo.epsilon=-0.2 must be > 0"),
+    ("train.max_steps=-3", "train.max_steps=-3 must be >= 0"),
+    ("train.save_steps=-1", "train.save_steps=-1 must be >= 0"),
+    ("rollout.temperature=0", "rollout.temperature=0.0 must be > 0"),
+    ("rollout.top_p=1.5", "rollout.top_p=1.5 must be in (0, 1]"),
+    ("optim.adam_beta2=1.0", "optim.adam_beta2=1.0 must be in [0, 1)"),
+    ("rewards.t2i_reward_weights=[.nan,1.0]", "every weight must be a finite number"),
+    ("rewards.mm2t_reward_weights=[.inf,1.0]", "every weight must be a finite number"),
+])
+def test_out_of_range_values_are_refused_when_the_config_is_built(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(resolve_recipe("shapes-tiny/unified"), [override])
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("grpo:\n  beta: [0.1\n")
+    with pytest.raises(ValueError, match=r"broken.yaml: not valid YAML \(line \d+, column \d+\)"):
+        load_config(bad)
+    with pytest.raises(ValueError, match=r"override 'grpo.beta=\[0.1': the value is not valid YAML"):
+        load_config(None, ["grpo.beta=[0.1"])
