@@ -97,15 +97,30 @@ def remove_stale_tmp(out_dir: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors, ints, floats and tuples only, so that it loads with
+    torch.load(weights_only=True): a checkpoint given to --resume cannot run code."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def load_rng_file(path: Path) -> dict[str, Any]:
+    """A saved `rng_state`, loaded with weights_only=True (a file that needs more, e.g. a crafted pickle
+    or one written by an older corl, is refused, never executed)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a generator state corl can load safely ({type(err).__name__}); "
+                         f"delete it to resume with fresh generators") from None
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -266,7 +281,7 @@ def load_training_state(
             "an uninterrupted run", state.world_size, accelerator.num_processes,
         )
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))  # our own file: numpy state needs pickle
+        set_rng_state(load_rng_file(rng_file))
     else:
         logger.warning("no RNG state for rank %d in %s; keeping fresh generators", accelerator.process_index, path)
     return state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from corl.training.checkpoint import (
@@ -54,3 +55,41 @@ def test_only_complete_checkpoints_are_listed(tmp_path):
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
     assert latest_checkpoint(tmp_path / "missing") is None
     assert TrainerState.from_file(tmp_path / "checkpoint-10" / STATE_FILE) == _state(10)
+
+
+class _RunsCode:
+    """A pickle that would run a command when unpickled without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_generator_state_round_trips_through_a_safe_load(tmp_path):
+    import random
+
+    import numpy as np
+
+    from corl.training.checkpoint import load_rng_file, rng_state, set_rng_state
+
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    torch.save(rng_state(), tmp_path / "rng_state_0.pth")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(load_rng_file(tmp_path / "rng_state_0.pth"))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_a_crafted_generator_file_is_refused_not_run(tmp_path):
+    from corl.training.checkpoint import load_rng_file
+
+    marker = tmp_path / "ran"
+    torch.save({"python": _RunsCode(marker)}, tmp_path / "rng_state_0.pth")
+    with pytest.raises(ValueError, match="not a generator state corl can load safely"):
+        load_rng_file(tmp_path / "rng_state_0.pth")
+    assert not marker.exists()
