@@ -57,6 +57,7 @@ from corl.training.batches import MicroBatch, StepBatch
 from corl.training.assets import check_assets
 from corl.training.evaluation import ShapesEvaluator
 from corl.training.memory_plan import check_fits
+from corl.training.run_lock import LOCK_FILE, RunInUse, RunLock
 from corl.training.samples import write_samples
 from corl.training.setup import (
     Reference,
@@ -148,6 +149,7 @@ class Run:
     total_steps: int
     timer: StageTimer
     rollout_log: Any = None  # open file of OUT/rollouts/rank{R}.jsonl when train.log_rollouts
+    lock: RunLock | None = None  # the main process's lock on out_dir (corl.training.run_lock)
 
     @property
     def policy(self) -> JanusPolicy:
@@ -184,9 +186,26 @@ def resolve_resume(out_dir: Path, resume: str | Path | bool | None) -> Path | No
 
 def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
               resume_requested: bool = False) -> tuple[Run, ckpt.TrainerState | None]:
+    accelerator, param_dtype = build_accelerator(cfg)
+    created = not out_dir.exists()
+    lock = lock_output(accelerator, out_dir)  # a second live run into this folder stops here, naming the first
+    try:
+        return _setup_locked(cfg, out_dir, resume_dir, resume_requested, accelerator, param_dtype, lock)
+    except BaseException:
+        if lock is not None:  # a refused or failed start leaves no trace of itself
+            lock.release()
+            if created:
+                (out_dir / LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only if nothing else was written
+        raise
+
+
+def _setup_locked(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resume_requested: bool,
+                  accelerator: Any, param_dtype: torch.dtype,
+                  lock: RunLock | None) -> tuple[Run, ckpt.TrainerState | None]:
     from accelerate.utils import set_seed
 
-    accelerator, param_dtype = build_accelerator(cfg)
     device = training_device(cfg, accelerator)
     check_assets(cfg)  # every missing download at once, before anything is loaded or written
     if cfg.train.memory_check:
@@ -248,7 +267,7 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
                            state.total_steps, total_steps, state.step)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     run = Run(cfg, out_dir, accelerator, trainable, module, reference, optimizer, scheduler, loaded.dataset,
-              samplers, rewards, tasks, total_steps, StageTimer(sync_cuda=device.type == "cuda"))
+              samplers, rewards, tasks, total_steps, StageTimer(sync_cuda=device.type == "cuda"), lock=lock)
     if cfg.train.log_rollouts:
         path = out_dir / "rollouts" / f"rank{accelerator.process_index}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +277,23 @@ def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
         path.write_text("".join(line + "\n" for line in kept))
         run.rollout_log = path.open("a")
     return run, state
+
+
+def lock_output(accelerator: Any, out_dir: Path) -> RunLock | None:
+    """The main process locks out_dir; every rank raises RunInUse together when another run holds it."""
+    lock, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock.acquire(out_dir)
+        except RunInUse as err:
+            refusal = [str(err)]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise RunInUse(refusal[0])
+    return lock
 
 
 @contextlib.contextmanager
@@ -567,6 +603,8 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
         metrics_log.close()
         if run.rollout_log is not None:
             run.rollout_log.close()
+        if run.lock is not None:
+            run.lock.release()
 
 
 def save(run: Run, step: int) -> Path:
