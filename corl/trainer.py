@@ -184,12 +184,53 @@ def resolve_resume(out_dir: Path, resume: str | Path | bool | None) -> Path | No
     return found
 
 
-def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
-              resume_requested: bool = False) -> tuple[Run, ckpt.TrainerState | None]:
+def config_changes(saved: dict, now: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (saved value, new value) for every setting that differs between two config dicts."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes.update(config_changes(old, new, f"{prefix}{key}."))
+        elif old != new:
+            changes[f"{prefix}{key}"] = (old, new)
+    return changes
+
+
+def check_config_change(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, allow: bool,
+                        record: bool = True) -> None:
+    """A resume with another config than the run's is refused, unless allowed; an allowed change is
+    recorded (when `record`: the main process) in OUT/config_changes.jsonl with the checkpoint it resumes
+    from. Every rank checks, so a refusal cannot leave the others waiting."""
+    import yaml
+
+    saved_path = out_dir / "config.yaml"
+    if resume_dir is None or not saved_path.is_file():
+        return
+    changes = config_changes(yaml.safe_load(saved_path.read_text()) or {}, to_dict(cfg))
+    if not changes:
+        return
+    listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    if "stage" in changes and allow:  # never allowed: the checkpoint's tasks and optimizer are another stage's
+        raise ValueError(f"the run in {out_dir} is stage {changes['stage'][0]}, this config is stage "
+                         f"{changes['stage'][1]}: choose a new --out")
+    if not allow:
+        raise ValueError(f"--resume with a changed config ({listed}); resume with the run's own config "
+                         f"({saved_path}) or pass --allow-config-change to continue with the new one")
+    if not record:
+        return
+    logger.warning("resuming with a changed config: %s", listed)
+    entry = {"resumed_from": str(resume_dir), "changes": {k: [old, new] for k, (old, new) in changes.items()}}
+    with open(out_dir / "config_changes.jsonl", "a") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+
+
+def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resume_requested: bool = False,
+              allow_config_change: bool = False) -> tuple[Run, ckpt.TrainerState | None]:
     accelerator, param_dtype = build_accelerator(cfg)
     created = not out_dir.exists()
     lock = lock_output(accelerator, out_dir)  # a second live run into this folder stops here, naming the first
     try:
+        check_config_change(cfg, out_dir, resume_dir, allow_config_change, record=accelerator.is_main_process)
         return _setup_locked(cfg, out_dir, resume_dir, resume_requested, accelerator, param_dtype, lock)
     except BaseException:
         if lock is not None:  # a refused or failed start leaves no trace of itself
@@ -522,17 +563,19 @@ def run_header(run: Run, resume_dir: Path | None) -> dict[str, Any]:
 
 
 def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None = None, *,
-          stop_after_step: int | None = None) -> TrainResult:
+          stop_after_step: int | None = None, allow_config_change: bool = False) -> TrainResult:
     """Run the stage `cfg.stage` into `out_dir` and return where its weights are.
 
     resume: None (fresh; out_dir must not hold a run), True / "auto" (newest checkpoint in out_dir, or
     fresh), or a checkpoint / output directory path. stop_after_step: stop as if killed right after this
     optimizer step's checkpoint is written (tests, time-boxed jobs); the run can be resumed.
+    allow_config_change: resume with a config that differs from the run's (recorded); refused otherwise.
     Chaining stages: `cfg2.model.name_or_path = str(result.final_checkpoint)`.
     """
     out_dir = Path(out_dir)
     resume_dir = resolve_resume(out_dir, resume)
-    run, state = setup_run(cfg, out_dir, resume_dir, resume_requested=resume not in (None, False))
+    run, state = setup_run(cfg, out_dir, resume_dir, resume_requested=resume not in (None, False),
+                           allow_config_change=allow_config_change)
     acc, k = run.accelerator, cfg.grpo.num_iterations
     start = state.step if state else 0
     header = run_header(run, resume_dir)

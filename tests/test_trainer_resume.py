@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from corl.config import load_config
 from corl.trainer import train
 from corl.training.checkpoint import STATE_FILE, list_checkpoints
 from corl.training.testing import save_tiny_policy, tiny_config
@@ -90,8 +91,10 @@ def test_resume_from_an_explicit_checkpoint_and_errors(model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
         train(cfg, out, resume=tmp_path / "nowhere")
     other = tiny_config(cfg.model.name_or_path, "mc", ["train.max_steps=2"])
-    with pytest.raises(ValueError, match="stage t2i"):
+    with pytest.raises(ValueError, match="stage: 't2i' -> 'mc'"):  # a changed config names the change
         train(other, out, resume=True)
+    with pytest.raises(ValueError, match="stage t2i"):  # even when changes are allowed, not the stage
+        train(other, out, resume=True, allow_config_change=True)
 
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_and_keeps_its_metrics(model_dir, tmp_path):
@@ -106,3 +109,19 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_and_keeps_i
     assert result.steps == 1 and result.final_checkpoint is not None
     assert (out / "metrics.restarted-1.jsonl").read_text() == killed
     assert [row["step"] for row in read_metrics(out / "metrics.jsonl")[1]] == [1]
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorded(model_dir, tmp_path):
+    cfg = tiny_config(model_dir, "t2i", ["train.max_steps=2"])
+    out = tmp_path / "run"
+    train(cfg, out, stop_after_step=1)
+    changed = tiny_config(model_dir, "t2i", ["train.max_steps=2", "optim.learning_rate=1e-4"])
+    with pytest.raises(ValueError, match=r"changed config \(optim.learning_rate: 0.001 -> 0.0001\).*"
+                                         r"--allow-config-change"):
+        train(changed, out, resume=True)
+    assert load_config(out / "config.yaml").optim.learning_rate == 1e-3  # the run's config is untouched
+    result = train(changed, out, resume=True, allow_config_change=True)
+    assert result.steps == 2
+    record = json.loads((out / "config_changes.jsonl").read_text())
+    assert record["changes"] == {"optim.learning_rate": [1e-3, 1e-4]}
+    assert load_config(out / "config.yaml").optim.learning_rate == 1e-4

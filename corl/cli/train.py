@@ -22,7 +22,7 @@ def run_train(args: argparse.Namespace) -> int:
     from corl.trainer import train
 
     cfg = load_config(resolve_recipe(args.recipe), args.overrides)
-    result = train(cfg, args.out, resume=args.resume)
+    result = train(cfg, args.out, resume=args.resume, allow_config_change=args.allow_config_change)
     return 0 if result.final_checkpoint is not None else 1
 
 
@@ -55,5 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=AUTO, default=None, metavar="PATH",
                    help="continue a run: alone, from the newest checkpoint in --out (fresh if none); with a "
                         "PATH, from that checkpoint (or the newest one inside that directory)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue with a config that differs from the run's (the change is "
+                        "recorded in OUT/config_changes.jsonl); refused otherwise")
     p.__class__ = _IntermixedParser
     p.set_defaults(func=run_train, _parser=p)
