@@ -129,6 +129,31 @@ def load_model_config(path_or_id: str | Path | None = None, **hub_kwargs) -> Jan
     return JanusConfig.from_pretrained(source, **hub_kwargs)
 
 
+def checked_source(path_or_id: str | Path | None) -> str:
+    """The checkpoint to load: a local folder holding a Janus config.json, or a hub id. A path that does not
+    exist, a folder without config.json and a checkpoint of another architecture are named as such here,
+    before transformers would build a default-size model or read a path as a malformed hub id."""
+    import json
+
+    source = resolve_model_path(path_or_id) if path_or_id is not None else str(default_model_path())
+    local = Path(source).expanduser()
+    if local.exists():
+        config = local / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"{local} is not a saved model directory (no config.json)")
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{config}: not a readable model config ({err})") from None
+        if model_type != "janus":
+            raise ValueError(f"{local} holds a {model_type!r} checkpoint; corl trains Janus models "
+                             f"(model_type 'janus', e.g. deepseek-community/Janus-Pro-1B)")
+        return str(local)
+    if str(source).startswith(("/", "./", "../", "~")) or str(source).count("/") > 1:
+        raise FileNotFoundError(f"model path {source} does not exist")
+    return str(source)
+
+
 def load_policy(
     path_or_id: str | Path | None = None,
     *,
@@ -143,11 +168,7 @@ def load_policy(
     path_or_id None or 'shapes-base': the Shapes base model (`default_model_path()`). The model is returned
     in eval mode. hub_kwargs go to from_pretrained (e.g. revision, local_files_only).
     """
-    source = resolve_model_path(path_or_id) if path_or_id is not None else str(default_model_path())
-    if Path(source).expanduser().exists():
-        source = str(Path(source).expanduser())
-        if not (Path(source) / "config.json").is_file():
-            raise FileNotFoundError(f"{source} is not a saved model directory (no config.json)")
+    source = checked_source(path_or_id)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kwargs = dict(hub_kwargs)

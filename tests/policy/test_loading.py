@@ -89,3 +89,22 @@ def test_default_model_path_explains_how_to_build_it(tmp_path, monkeypatch, save
 def test_a_directory_without_a_model_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_policy(tmp_path, device="cpu")
+
+
+def test_missing_paths_and_other_architectures_are_named_before_loading(tmp_path):
+    import json
+
+    import pytest
+
+    from corl.policy.loading import load_policy
+
+    with pytest.raises(FileNotFoundError, match=f"model path {tmp_path}/nowhere does not exist"):
+        load_policy(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_policy(str(tmp_path / "empty"))
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    with pytest.raises(ValueError, match=r"holds a 'llama' checkpoint; corl trains Janus models"):
+        load_policy(str(llama))
