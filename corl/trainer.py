@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from corl.algos import chunk_weight, group_advantages, policy_loss, unified_advantages
 from corl.config import CorlConfig, dump_yaml, to_dict
 from corl.data import EpochSampler, collate_rows, strata_of
+from corl.errors import RunFailed
 from corl.policy.policy import JanusPolicy
 from corl.tasks import MM2T, T2I, Task, tasks_of
 from corl.training import checkpoint as ckpt
@@ -81,6 +82,9 @@ from corl.training.tracking import (
 )
 
 logger = logging.getLogger(__name__)
+
+MAX_STEPS_WITHOUT_REWARDS = 3  # consecutive rollout batches in which a task has no usable reward at all
+
 
 @dataclass
 class TrainResult:
@@ -320,6 +324,19 @@ def _setup_locked(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resum
     return run, state
 
 
+def check_rewards_exist(run: Run, batch: StepBatch, rewardless: dict[str, int]) -> None:
+    """Count, per task, consecutive rollout batches whose every reward is missing (None / NaN) on every rank;
+    stop with RunFailed after MAX_STEPS_WITHOUT_REWARDS of them (such steps have zero advantages: nothing
+    is learned, while the run would look healthy)."""
+    for task in run.tasks:
+        usable = sum(int((~torch.isnan(b.rewards)).sum()) for b in batch.task_batches(task))
+        rewardless[task] = rewardless[task] + 1 if sum_across_ranks(run.accelerator, usable) == 0 else 0
+        if rewardless[task] >= MAX_STEPS_WITHOUT_REWARDS:
+            names = ", ".join(name for name, _, _ in run.rewards[task].rewards)
+            raise RunFailed(f"no usable {task} reward in {rewardless[task]} rollout batches in a row (rewards: "
+                            f"{names}): every one was missing or NaN; check the reward functions and their inputs")
+
+
 def lock_output(accelerator: Any, out_dir: Path) -> RunLock | None:
     """The main process locks out_dir; every rank raises RunInUse together when another run holds it."""
     lock, refusal = None, [None]
@@ -487,6 +504,11 @@ def optimize(run: Run, batch: StepBatch) -> dict[str, float]:
     grad_norm = accelerator.clip_grad_norm_(run.trainable.parameters, max_norm)
     if hasattr(grad_norm, "full_tensor"):  # sharded gradients give a DTensor norm
         grad_norm = grad_norm.full_tensor()
+    if not math.isfinite(float(grad_norm)):  # an AdamW step on it would make every weight NaN
+        run.optimizer.zero_grad(set_to_none=True)
+        raise RunFailed(f"the gradient norm is {float(grad_norm)} at data step {batch.data_step}: the weights were "
+                        f"not updated and the last checkpoint is intact; lower optim.learning_rate or check the "
+                        f"rewards and precision")
     learning_rate = run.scheduler.get_last_lr()[0]  # the rate this update uses
     run.optimizer.step()
     run.scheduler.step()
@@ -592,6 +614,7 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
     try:
         batch: StepBatch | None = None
         batch_metrics: dict[str, float] = {}
+        rewardless = dict.fromkeys(run.tasks, 0)  # task -> consecutive rollout batches with no usable reward
         last_saved = start if state else -1
         final_checkpoint = resume_dir
         for step in range(start, run.total_steps):
@@ -604,6 +627,7 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
                     logger.warning("resumed inside a rollout batch (step %d, num_iterations %d): regenerating it", step, k)
                 batch = collect_batch(run, data_step=step // k)
                 batch_metrics = rollout_metrics(acc, run.tasks, batch, cfg)
+                check_rewards_exist(run, batch, rewardless)
                 if run.rollout_log is not None:
                     log_rollouts(run, batch, done)
 

@@ -52,8 +52,12 @@ def nan_on_odd_rows(prompts, completions, **columns):
     return [math.nan if i % 2 else len(c) / 10.0 for i, c in enumerate(completions)]
 
 
+def all_nan(prompts, completions, **columns):
+    return [math.nan] * len(completions)
+
+
 TEST_REWARDS = {"test_answer_length": answer_length, "test_red_fraction": red_fraction, "test_constant": constant,
-                "test_nan_odd": nan_on_odd_rows}
+                "test_nan_odd": nan_on_odd_rows, "test_all_nan": all_nan}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -394,3 +398,41 @@ def test_metrics_summary_samples_and_config_files(model_dir, tmp_path, capsys):
     assert json.loads((out / "eval" / "step-000002.json").read_text())["settings"]["n_rows"] == 2
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg, out)
+
+
+def test_a_run_without_any_usable_reward_stops_with_a_clear_error(model_dir, tmp_path, capsys):
+    """Every reward NaN: zero advantages, nothing learned. The run stops after MAX_STEPS_WITHOUT_REWARDS
+    rollout batches, with one line naming the task and its rewards, instead of exiting 0."""
+    from corl.cli import main
+    from corl.trainer import MAX_STEPS_WITHOUT_REWARDS
+    from corl.training.testing import TINY_OVERRIDES
+
+    out = tmp_path / "run"
+    code = main(["train", "shapes-tiny/mc", "--out", str(out), f"model.name_or_path={model_dir}", *TINY_OVERRIDES,
+                 "rewards.mm2t_reward_funcs=[test_all_nan]", "rewards.mm2t_reward_weights=[1.0]",
+                 "train.max_steps=10", "train.save_steps=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"no usable mm2t reward in {MAX_STEPS_WITHOUT_REWARDS} rollout batches in a row (rewards: test_all_nan)" in err
+    assert "Traceback" not in err
+    rows = read_metrics(out / "metrics.jsonl")[1]
+    assert len(rows) == MAX_STEPS_WITHOUT_REWARDS - 1  # stopped at the third batch, before its update
+
+
+def test_a_non_finite_gradient_stops_before_the_weights_change(model_dir, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    from corl.errors import RunFailed
+
+    cfg = tiny_config(model_dir, "t2i", ["train.max_steps=2", "train.save_steps=1"])
+    calls = []
+
+    def nan_norm(self, parameters, max_norm):
+        calls.append(1)
+        return torch.tensor(float("nan")) if len(calls) == 2 else torch.tensor(1.0)
+
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", nan_norm)
+    with pytest.raises(RunFailed, match="the gradient norm is nan at data step 1"):
+        train(cfg, tmp_path / "run")
+    first = weights(tmp_path / "run" / "checkpoint-1")
+    assert all(torch.isfinite(t).all() for t in first.values())  # the step-1 checkpoint is intact

@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from corl.errors import RunFailed
+
 # Order here is the order `corl --help` lists the commands in.
 COMMAND_MODULES: tuple[str, ...] = (
     "corl.cli.config",
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError, KeyError, RunFailed) as err:  # one clear line, no traceback
         if args.verbose:
             raise
         print(f"corl {args.command}: error: {err}", file=sys.stderr)
