@@ -114,18 +114,15 @@ def load_model_config(path_or_id: str | Path | None = None, **hub_kwargs) -> Jan
     else the hub's config.json. None / 'shapes-base': the Shapes base model."""
     from huggingface_hub import try_to_load_from_cache
 
-    source = resolve_model_path(path_or_id) if path_or_id is not None else str(default_model_path())
-    if Path(source).expanduser().exists():
-        source = str(Path(source).expanduser())
-        if not (Path(source) / "config.json").is_file():
-            raise FileNotFoundError(f"{source} is not a saved model directory (no config.json)")
-    elif isinstance(cached := try_to_load_from_cache(source, "config.json"), str):
-        return JanusConfig.from_pretrained(str(Path(cached).parent))
-    elif source in PUBLISHED_SIZES:
-        from corl.policy.tokenizer import build_tokenizer
+    source = checked_source(path_or_id)  # a local folder is checked there (config.json, model_type)
+    if not Path(source).exists():  # a hub id
+        if isinstance(cached := try_to_load_from_cache(source, "config.json"), str):
+            return JanusConfig.from_pretrained(str(Path(cached).parent))
+        if source in PUBLISHED_SIZES:
+            from corl.policy.tokenizer import build_tokenizer
 
-        # only the sizes matter here; the special token ids come from a stand-in tokenizer
-        return janus_config(PUBLISHED_SIZES[source], build_tokenizer(["a"]))
+            # only the sizes matter here; the special token ids come from a stand-in tokenizer
+            return janus_config(PUBLISHED_SIZES[source], build_tokenizer(["a"]))
     return JanusConfig.from_pretrained(source, **hub_kwargs)
 
 
