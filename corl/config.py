@@ -491,6 +491,22 @@ def resolved_precision(cfg: CorlConfig, bf16_device: bool) -> tuple[str, str]:
     return param, compute
 
 
+def reward_backends(cfg: CorlConfig) -> dict[str, str]:
+    """The model-backed reward backends the stage of `cfg` builds: "captioner" (BLIP checkpoint),
+    "text_similarity" (BERTScore backbone), "lpips" (its network), each with what names it."""
+    r = cfg.rewards
+    used = set(r.t2i_reward_funcs) if cfg.stage in ("unified", "t2i") else set()
+    backends = {}
+    if used & set(TEXT_CYCLE_REWARDS):
+        if r.captioner == "blip":
+            backends["captioner"] = r.captioner_model
+        if r.text_similarity == "bertscore":
+            backends["text_similarity"] = r.text_similarity_model
+    if used & set(VISUAL_CYCLE_REWARDS) and r.image_similarity == "lpips":
+        backends["lpips"] = r.lpips_net
+    return backends
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

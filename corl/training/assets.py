@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from corl.config import TEXT_CYCLE_REWARDS, VISUAL_CYCLE_REWARDS, CorlConfig
+from corl.config import CorlConfig, reward_backends
 
 # torchvision's ImageNet weights that lpips loads for its backbone (torchvision.models' IMAGENET1K_V1)
 LPIPS_BACKBONES = {
@@ -113,14 +113,13 @@ def assets_of(cfg: CorlConfig) -> list[Asset]:
         add("dataset", cfg.data.source, "the training rows, data.source")
     r = cfg.rewards
     rewards = set(r.t2i_reward_funcs) if cfg.stage in ("unified", "t2i") else set()
-    if rewards & set(TEXT_CYCLE_REWARDS):
-        if r.captioner == "blip":
-            add("model", r.captioner_model, "the cycle reward's captioner, rewards.captioner_model")
-        if r.text_similarity == "bertscore" and r.text_similarity_model != "minilm":
-            add("model", r.text_similarity_model, "BERTScore's backbone, rewards.text_similarity_model")
+    backends = reward_backends(cfg)
+    if "captioner" in backends:
+        add("model", backends["captioner"], "the cycle reward's captioner, rewards.captioner_model")
+    if backends.get("text_similarity", "minilm") != "minilm":  # minilm ships with corl
+        add("model", backends["text_similarity"], "BERTScore's backbone, rewards.text_similarity_model")
     visual_options = ((r.reward_kwargs or {}).get("cycle", {}) or {}).get("visual_options", {}) or {}
-    if (rewards & set(VISUAL_CYCLE_REWARDS) and r.image_similarity == "lpips"
-            and visual_options.get("pretrained_backbone", True)):
+    if "lpips" in backends and visual_options.get("pretrained_backbone", True):
         add("url", LPIPS_BACKBONES[r.lpips_net], f"LPIPS's ImageNet backbone, rewards.lpips_net={r.lpips_net}")
     if "clip_score" in rewards:
         options = (r.reward_kwargs or {}).get("clip_score", {}) or {}

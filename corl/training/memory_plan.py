@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from corl.config import TEXT_CYCLE_REWARDS, VISUAL_CYCLE_REWARDS, CorlConfig, resolved_precision
+from corl.config import TEXT_CYCLE_REWARDS, CorlConfig, resolved_precision, reward_backends
 from corl.policy.policy import PARAMETER_GROUPS
 
 GiB = 1 << 30
@@ -187,21 +187,8 @@ def layer_activation_bytes(hidden: int, intermediate: int, mode: str) -> int:
 def reward_models(cfg: CorlConfig, count_local: Callable[[str], int | None]) -> dict[str, int | None]:
     """The reward models a run loads -> their parameters (None: unknown size). count_local(path) counts a
     local checkpoint's parameters."""
-    r = cfg.rewards
-    names = set(r.t2i_reward_funcs) if cfg.stage in ("unified", "t2i") else set()
-    models: dict[str, int | None] = {}
-
-    def add(name: str) -> None:
-        models[name] = REWARD_MODEL_PARAMS.get(name) or count_local(name)
-
-    if names & set(TEXT_CYCLE_REWARDS):
-        if r.captioner == "blip":
-            add(r.captioner_model)
-        if r.text_similarity == "bertscore":
-            add(r.text_similarity_model)
-    if names & set(VISUAL_CYCLE_REWARDS) and r.image_similarity == "lpips":
-        add(f"lpips:{r.lpips_net}")
-    return models
+    names = [f"lpips:{name}" if kind == "lpips" else name for kind, name in reward_backends(cfg).items()]
+    return {name: REWARD_MODEL_PARAMS.get(name) or count_local(name) for name in names}
 
 
 def _dtypes(cfg: CorlConfig, device_type: str) -> tuple[int, int, str]:
