@@ -87,6 +87,8 @@ class DataConfig:
                             "question_type column is taken to be all of this type. Empty: keep all, inferring a "
                             "missing type from the presence of lettered options.", ("", "mc", "oe"))
     image_root: str = _f("", "Folder that relative image paths in a jsonl source are resolved against.")
+    allow_images_outside: bool = _f(False, "Read image paths that lie outside the dataset's own folder (refused "
+                                    "by default: a dataset cannot make corl read arbitrary local files).")
     limit: int = _f(0, "Use at most this many rows (0: all).")
     stratify_by: list = _f([], "Columns whose value combinations are spread evenly over each epoch's row order (e.g. "
                            "[category, question_type]): every window of consecutive steps then holds them in the "

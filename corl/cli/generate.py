@@ -104,19 +104,20 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_answer(args: argparse.Namespace) -> int:
-    from PIL import Image
-
+    from corl.data.images import to_rgb_image
     from corl.generation.rollout import answer
     from corl.policy.prompts import PromptStyle
 
     if not args.image.is_file():
         raise FileNotFoundError(f"no image file {args.image}")
+    # Decoded before the model loads: an empty, truncated, garbage or oversized file is a one-line
+    # ValueError naming it (ImageDecodeError), not a PIL traceback after a long model load.
+    image = to_rgb_image(args.image)
     policy = _load(args)
     style = PromptStyle(answer_format=None) if args.no_format else policy.style
-    with Image.open(args.image) as image:
-        text = answer(
-            policy, [image.convert("RGB")], [args.question], greedy=args.greedy,
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, style=style,
-        )[0]
+    text = answer(
+        policy, [image], [args.question], greedy=args.greedy,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, style=style,
+    )[0]
     print(text)
     return 0

@@ -1,9 +1,15 @@
 """Image values in every form a dataset may hold them, checked and turned into RGB PIL images.
 
-Accepted forms: a PIL image; raw encoded bytes (bytes / bytearray / memoryview); a file path (str or
-os.PathLike; relative paths resolve against ``image_root``, else the working directory; ``scheme://``
-paths open through fsspec); a ``datasets.Image`` storage dict ``{"bytes": ..., "path": ...}`` (bytes win
-when both are set); a numpy array H x W (x C): uint8, or floats in [0, 1] (clipped, rounded to uint8).
+Accepted forms: a PIL image; raw encoded bytes (bytes / bytearray / memoryview); a local file path (str
+or os.PathLike; relative paths resolve against ``image_root``, else the working directory); a
+``datasets.Image`` storage dict ``{"bytes": ..., "path": ...}`` (bytes win when both are set); a numpy
+array H x W (x C): uint8, or floats in [0, 1] (clipped, rounded to uint8).
+
+Refused, never read: ``scheme://`` paths (http, s3, hf, file, ...): a dataset must not make corl reach
+out to the network, so remote images are downloaded by the user and given as local paths. With
+``confine_to``, paths whose real location (symlinks and ``..`` resolved) lies outside that folder: a
+dataset row must not make corl read arbitrary local files. Images of more than PIL's
+``Image.MAX_IMAGE_PIXELS`` pixels (decompression bombs) are refused, not merely warned about.
 
 ``inspect_image`` decodes fully (``Image.load``, with truncated-file tolerance switched off), converts to
 RGB and reports why a value is unusable instead of raising, so the loader can count and skip bad rows.
@@ -18,12 +24,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # Reasons a row's image is skipped; the loader's report counts rows under these names.
 MISSING_IMAGE = "missing_image"  # the value is None / an empty dict
@@ -32,6 +41,13 @@ EMPTY_IMAGE_FILE = "empty_image_file"  # zero bytes (empty file or empty bytes v
 UNREADABLE_IMAGE = "unreadable_image"  # PIL cannot identify or fully decode it (garbage, truncated, ...)
 ZERO_SIZE_IMAGE = "zero_size_image"  # decodes, but width or height is 0
 UNSUPPORTED_IMAGE_VALUE = "unsupported_image_value"  # a python type we do not know how to read
+REMOTE_IMAGE = "remote_image"  # a scheme:// path: never fetched
+IMAGE_OUTSIDE_FOLDER = "image_outside_dataset_folder"  # a path that leaves the folder it is confined to
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# warnings.catch_warnings swaps process-wide state: concurrent blocks in the loader's decode threads could
+# restore each other's filters, so they take turns (only around Image.open, which reads just the header).
+_WARNINGS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -72,10 +88,15 @@ def strict_truncation() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """True for a ``scheme://`` path (http, https, s3, gs, hf, file, ...)."""
+    return bool(_URL.match(os.fspath(path)))
+
+
 def resolve_image_path(path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None) -> str:
     """Absolute path for ``path``: kept if absolute or a URL, else joined to ``image_root`` (or the cwd)."""
     text = os.fspath(path)
-    if "://" in text:
+    if is_remote(text):
         return text
     text = os.path.expanduser(text)
     if not os.path.isabs(text) and image_root is not None:
@@ -83,20 +104,36 @@ def resolve_image_path(path: str | os.PathLike[str], image_root: str | os.PathLi
     return os.path.abspath(text)
 
 
-def _read_path(path: str) -> bytes:
-    if "://" in path:
-        import fsspec  # a dependency of datasets; only needed for remote paths
+def _outside(real_path: str, folder: str | os.PathLike[str]) -> str | None:
+    """The real path of ``folder`` when ``real_path`` (already realpath'd) is not inside it, else None."""
+    real_folder = os.path.realpath(os.fspath(folder))
+    try:
+        inside = os.path.commonpath([real_path, real_folder]) == real_folder
+    except ValueError:  # different drives (Windows)
+        inside = False
+    return None if inside else real_folder
 
-        with fsspec.open(path, "rb") as handle:
-            return handle.read()
+
+def _read_path(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
 
 
 def _decode_bytes(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
     image.load()  # decode every pixel now, so a truncated file fails here and not mid-epoch
     return image
+
+
+def _decode_failure(err: Exception, where: str) -> str:
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"{where}: image too large to decode safely ({str(err).split(', could be')[0]})"
+    if isinstance(err, UnidentifiedImageError):  # its own text names a BytesIO object, not the file
+        return f"{where}: not an image file (unknown format or damaged header)"
+    return f"{where}: {type(err).__name__}: {err}"
 
 
 def _finish(image: Image.Image, resolved_path: str | None) -> ImageCheck:
@@ -117,8 +154,16 @@ def _uint8_pixels(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def inspect_image(value: Any, image_root: str | os.PathLike[str] | None = None) -> ImageCheck:
-    """Decode ``value`` into an RGB image, or say why it cannot be (never raises for bad data)."""
+def inspect_image(
+    value: Any,
+    image_root: str | os.PathLike[str] | None = None,
+    confine_to: str | os.PathLike[str] | None = None,
+) -> ImageCheck:
+    """Decode ``value`` into an RGB image, or say why it cannot be (never raises for bad data).
+
+    ``confine_to``: a path value whose real location lies outside this folder is refused unread.
+    In-memory values (bytes, PIL images, arrays) are never confined.
+    """
     resolved_path: str | None = None
     data: bytes | None = None
     if isinstance(value, dict):
@@ -142,10 +187,23 @@ def inspect_image(value: Any, image_root: str | os.PathLike[str] | None = None) 
             return ImageCheck(UNREADABLE_IMAGE, f"array {value.shape} {value.dtype}: {err}")
     if data is None and isinstance(value, (str, os.PathLike)):
         resolved_path = resolve_image_path(value, image_root)
-        if "://" not in resolved_path and not os.path.isfile(resolved_path):
+        if is_remote(resolved_path):
+            detail = f"{resolved_path}: remote images are not downloaded; download them and give local paths"
+            return ImageCheck(REMOTE_IMAGE, detail, resolved_path)
+        real_path = os.path.realpath(resolved_path)
+        folder = _outside(real_path, confine_to) if confine_to is not None else None
+        if folder is not None:
+            target = resolved_path if real_path == resolved_path else f"{resolved_path} (-> {real_path})"
+            detail = (
+                f"{target} lies outside the dataset folder {folder}; set data.allow_images_outside=true "
+                "in the recipe to read it"
+            )
+            return ImageCheck(IMAGE_OUTSIDE_FOLDER, detail, resolved_path)
+        if not os.path.isfile(real_path):
             return ImageCheck(MISSING_IMAGE_FILE, f"no file at {resolved_path}", resolved_path)
         try:
-            data = _read_path(resolved_path)
+            # Read the real path that was checked rather than follow the link a second time.
+            data = _read_path(real_path)
         except OSError as err:
             return ImageCheck(MISSING_IMAGE_FILE, f"cannot read {resolved_path}: {err}", resolved_path)
     elif data is None and isinstance(value, (bytes, bytearray, memoryview)):
@@ -160,14 +218,18 @@ def inspect_image(value: Any, image_root: str | os.PathLike[str] | None = None) 
             image = _decode_bytes(bytes(data))
         return _finish(image, resolved_path)
     except Exception as err:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        return ImageCheck(UNREADABLE_IMAGE, f"{where}: {type(err).__name__}: {err}", resolved_path)
+        return ImageCheck(UNREADABLE_IMAGE, _decode_failure(err, where), resolved_path)
 
 
-def to_rgb_image(value: Any, image_root: str | os.PathLike[str] | None = None) -> Image.Image:
+def to_rgb_image(
+    value: Any,
+    image_root: str | os.PathLike[str] | None = None,
+    confine_to: str | os.PathLike[str] | None = None,
+) -> Image.Image:
     """``value`` (any accepted form) as an RGB PIL image; ImageDecodeError if it cannot be read."""
     if isinstance(value, Image.Image) and value.mode == "RGB" and value.width > 0 and value.height > 0:
         return value  # the common case after loading: datasets already decoded to RGB
-    check = inspect_image(value, image_root)
+    check = inspect_image(value, image_root, confine_to)
     if check.image is None:
         raise ImageDecodeError(check.reason or UNREADABLE_IMAGE, check.detail)
     return check.image

@@ -16,7 +16,15 @@ Sources (``read_source``):
 
 Relative image paths resolve against ``image_root``; by default that is the folder of the files (so a
 jsonl next to its image folder just works), the directory itself for directory sources, and the working
-directory for hub ids and in-memory datasets.
+directory for hub ids and in-memory datasets. When an image root is known (a local source, or an explicit
+``image_root``), image paths must lie inside it, symlinks and ``..`` resolved: a row naming any other file
+is skipped as ``image_outside_dataset_folder`` without being read, so a dataset cannot make corl read
+arbitrary local files (``allow_images_outside=True`` lifts this). ``scheme://`` image paths are never
+fetched (``remote_image``). Embedded image bytes are never confined.
+
+Local json / jsonl / csv files are checked line by line before datasets reads them (``check_data_file``):
+an empty file, bytes that are not UTF-8 or a line that is not a JSON object is a ValueError naming the
+file and line.
 
 Question types (``question_type`` column), decided once per load and recorded in the report:
 
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import logging
 import os
 from collections import Counter
@@ -210,6 +219,90 @@ def _looks_local(text: str) -> bool:
     )
 
 
+_JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _json_kind(value: Any) -> str:
+    return "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _not_utf8(path: str, line: int, raw: bytes, start: int) -> ValueError:
+    return ValueError(
+        f"{path} line {line} is not UTF-8 text (byte 0x{raw[start]:02x} at column {start + 1}); "
+        "save the file as UTF-8"
+    )
+
+
+def _check_json_document(path: str) -> None:
+    """Accept ``path`` when it is one JSON document (an array of row objects, or an object); else raise
+    naming the line, as the file is then not valid JSON lines either."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise _not_utf8(path, line, raw[line_start:], err.start - line_start) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} line {err.lineno} is not valid JSON: {err.msg} (column {err.colno})") from None
+    if isinstance(document, list):
+        bad = next((i for i, item in enumerate(document) if not isinstance(item, dict)), None)
+        if bad is not None:
+            raise ValueError(
+                f"{path}: item {bad + 1} of its JSON array is {_json_kind(document[bad])}, not an object; each row "
+                "must be a JSON object {...}"
+            )
+
+
+def check_data_file(path: str) -> None:
+    """Raise ValueError naming ``path`` and the line when a local json / jsonl / csv file cannot give rows.
+
+    One streamed pass: every line must be UTF-8 and, for json / jsonl, a JSON object (blank lines pass),
+    so a typo reads "rows.jsonl line 7 is not valid JSON" instead of a datasets traceback. A file whose
+    first line does not parse but which starts with ``[`` or ``{`` may be one JSON document (a
+    pretty-printed array of rows); it is then parsed whole.
+    """
+    is_json = FILE_BUILDERS.get(os.path.splitext(path)[1].lower()) == "json"
+    seen_text = False
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(path, number, raw, err.start) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark, which datasets accepts
+            text = line.strip()
+            if not text:
+                continue
+            first_line, seen_text = not seen_text, True
+            if not is_json:
+                continue
+            try:
+                row = json.loads(line)  # the unstripped line, so the error's column is the file's
+            except json.JSONDecodeError as err:
+                if first_line and text[0] in "[{":
+                    break
+                raise ValueError(
+                    f"{path} line {number} is not valid JSON: {err.msg} (column {err.colno})"
+                ) from None
+            if not isinstance(row, dict):
+                if first_line and text[0] == "[":
+                    break
+                raise ValueError(
+                    f"{path} line {number} is {_json_kind(row)}, not a JSON object; each line must be one row "
+                    "as a JSON object {...}"
+                )
+        else:
+            if not seen_text:
+                raise ValueError(f"data file {path} is empty: it holds no rows")
+            return
+    _check_json_document(path)  # the loop stopped at a first line that may open a multi-line document
+
+
 def _load_files(paths: list[str], split: str | None, cache_dir: str | None) -> datasets.Dataset:
     extensions = {os.path.splitext(p)[1].lower() for p in paths}
     if len(extensions) != 1 or next(iter(extensions)) not in FILE_BUILDERS:
@@ -219,13 +312,21 @@ def _load_files(paths: list[str], split: str | None, cache_dir: str | None) -> d
     if split not in (None, "train"):
         logger.info("local data files have a single split; ignoring split=%r", split)
     extension = extensions.pop()
-    if extension == ".arrow":
-        # Memory-map the files in place (no copy into the datasets cache).
-        parts = [datasets.Dataset.from_file(p) for p in paths]
-        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-    return datasets.load_dataset(
-        FILE_BUILDERS[extension], data_files=paths, split="train", cache_dir=cache_dir
-    )
+    if FILE_BUILDERS[extension] in ("json", "csv"):
+        for path in paths:
+            check_data_file(path)
+    try:
+        if extension == ".arrow":
+            # Memory-map the files in place (no copy into the datasets cache).
+            parts = [datasets.Dataset.from_file(p) for p in paths]
+            return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        return datasets.load_dataset(FILE_BUILDERS[extension], data_files=paths, split="train", cache_dir=cache_dir)
+    except OSError:
+        raise  # a full disk or a permission problem: the CLI reports those as they are
+    except Exception as err:  # noqa: BLE001 - the builders raise many types; all mean "this file is not rows"
+        cause = err.__cause__ or err  # DatasetGenerationError wraps the parser's own error
+        name = paths[0] if len(paths) == 1 else f"{paths[0]} (or one of {len(paths) - 1} more)"
+        raise ValueError(f"could not read data file {name}: {type(cause).__name__}: {cause}") from err
 
 
 def _cached_snapshot(repo_id: str) -> str | None:
@@ -382,6 +483,7 @@ def _check_rows(
     needs_image: bool,
     plan: _QuestionTypePlan | None,
     image_root: str | None,
+    confine_to: str | None,
     num_workers: int,
     batch_size: int = 256,
 ) -> _Checked:
@@ -399,7 +501,7 @@ def _check_rows(
 
     def inspect(value: Any) -> ImageCheck:
         # Drop the decoded pixels at once: a batch of large images would otherwise pile up.
-        return dataclasses.replace(inspect_image(value, image_root), image=None)
+        return dataclasses.replace(inspect_image(value, image_root, confine_to), image=None)
 
     checked = _Checked([], [], [], [], False)
     pool = ThreadPoolExecutor(max_workers=num_workers) if needs_image and num_workers > 1 else None
@@ -474,12 +576,15 @@ def prepare_rows(
     source_name: str = "<Dataset>",
     split: str | None = None,
     max_reported_skips: int = 10,
+    allow_images_outside: bool = False,
 ) -> LoadedData:
     """Map ``dataset`` to the corl schema, check every row, drop and count bad ones.
 
     ``limit`` keeps the first ``limit`` rows of the source before checking (so ``rows_read`` is at most
     ``limit``). ``needs_image`` overrides the task default (see ``corl.data.schema.task_needs_image``).
     ``num_workers``: threads that decode images during the check (default min(4, cpus)).
+    Image paths are confined to ``image_root`` when it is set: a path whose real location lies outside it
+    is skipped as ``image_outside_dataset_folder`` unread, unless ``allow_images_outside``.
     An image column the task does not need (t2i without ``needs_image``) is left as it is: not checked,
     not decoded. Raises ValueError for a missing required column or a column of the wrong type.
     """
@@ -513,7 +618,8 @@ def prepare_rows(
     logger.info("loading %s: %s", source_name, resolution.describe())
     workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
     root = os.fspath(image_root) if image_root is not None else None
-    checked = _check_rows(dataset, text_columns, image_needed, plan, root, workers)
+    confine_to = None if allow_images_outside else root
+    checked = _check_rows(dataset, text_columns, image_needed, plan, root, confine_to, workers)
 
     keep = [i for i, reason in enumerate(checked.reasons) if not reason]
     counts: Counter[str] = Counter()
@@ -561,6 +667,7 @@ def load_rows(
     cache_dir: str | None = None,
     num_workers: int | None = None,
     max_reported_skips: int = 10,
+    allow_images_outside: bool = False,
 ) -> LoadedData:
     """Load ``source`` (hub id, directory, file(s), or a Dataset) into the corl schema for ``task``.
 
@@ -581,4 +688,5 @@ def load_rows(
         source_name=name,
         split=split,
         max_reported_skips=max_reported_skips,
+        allow_images_outside=allow_images_outside,
     )

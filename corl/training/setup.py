@@ -289,6 +289,7 @@ def load_training_data(cfg: CorlConfig, accelerator: Any) -> Any:
             image_root=cfg.data.image_root or None,
             limit=cfg.data.limit or None,
             needs_image=needs_image,
+            allow_images_outside=cfg.data.allow_images_outside,
         )
     if len(loaded.dataset) == 0:
         raise ValueError(f"no usable training rows in {cfg.data.source!r}: {loaded.report.summary()}")

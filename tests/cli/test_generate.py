@@ -87,3 +87,25 @@ def test_missing_default_model_is_a_clear_error(monkeypatch, tmp_path):
 def test_greedy_and_sample_are_exclusive():
     with pytest.raises(SystemExit):
         parse(["answer", "--image", "x.png", "--question", "q", "--greedy", "--sample"])
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage", "truncated", "too-large"])
+def test_answer_with_a_bad_image_is_one_line_naming_it(tmp_path, monkeypatch, capsys, kind):
+    from corl.cli import main
+
+    good = tmp_path / "good.png"
+    sample_images(1)[0].save(good)
+    data = good.read_bytes()
+    image_path = tmp_path / f"{kind}.png"
+    image_path.write_bytes({"empty": b"", "garbage": b"\x00\x01 not an image" * 20, "truncated": data[: len(data) // 2],
+                            "too-large": data}[kind])
+    if kind == "too-large":
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    # The image is read before any model: an unloadable default model must not be reached.
+    monkeypatch.setenv(SHAPES_BASE_ENV, str(tmp_path / "nowhere"))
+    assert main(["answer", "--image", str(image_path), "--question", "q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("corl answer: error: ") and str(image_path) in err
+    if kind == "too-large":
+        assert "image too large" in err

@@ -1,4 +1,6 @@
 import logging
+import os
+import socket
 from pathlib import Path
 
 import datasets
@@ -181,7 +183,10 @@ def test_arrow_file(tmp_path, image_dir):
     table = datasets.Dataset.from_list([unified_row(i, str(image_dir["good"])) for i in range(3)])
     table.save_to_disk(str(tmp_path / "saved"))
     arrow_files = sorted((tmp_path / "saved").glob("*.arrow"))
-    loaded = load_rows(str(arrow_files[0]), task="unified")
+    # The images lie beside saved/, not inside it: refused unless allowed.
+    refused = load_rows(str(arrow_files[0]), task="unified")
+    assert refused.report.skipped == {"image_outside_dataset_folder": 3}
+    loaded = load_rows(str(arrow_files[0]), task="unified", allow_images_outside=True)
     assert loaded.report.rows_kept == 3
 
 
@@ -320,3 +325,143 @@ def test_directory_with_jsonl_and_image_folder(tmp_path, image_dir, cache, write
     assert test.report.rows_kept == 2 and test.dataset[0]["image"].mode == "RGB"
     with pytest.raises(ValueError, match="no data file for split 'validation'"):
         load_rows(str(tmp_path), split="validation", cache_dir=cache)
+
+
+def test_remote_image_rows_are_skipped_and_counted_without_network(tmp_path, image_dir, cache, write_jsonl,
+                                                                   monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("a remote image was fetched")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    rows = [
+        unified_row(0, "images/good.png"),
+        unified_row(1, "http://example.com/cat.png"),
+        unified_row(2, "images/rgba.png"),
+        unified_row(3, "s3://bucket/dog.png"),
+    ]
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    loaded = load_rows(str(path), task="unified", cache_dir=cache)
+    assert loaded.report.skipped == {"remote_image": 2}
+    assert loaded.dataset["category"] == ["cat0", "cat2"]
+    assert [(s.index, s.reason) for s in loaded.report.first_skipped] == [(1, "remote_image"), (3, "remote_image")]
+    assert loaded.report.first_skipped[1].detail.startswith("s3://bucket/dog.png: remote images are not downloaded")
+
+
+@pytest.fixture
+def escaping_rows(tmp_path, image_dir, png_bytes, write_jsonl):
+    """data/rows.jsonl with data/images/good.png, and three rows that point outside data/: an absolute path,
+    a ../ path and a symlink inside data/images/ that leads out."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "good.png").write_bytes(image_dir["good"].read_bytes())
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png_bytes(seed=11))
+    os.symlink(secret, data / "images" / "link.png")
+    rows = [
+        unified_row(0, "images/good.png"),
+        unified_row(1, str(secret)),
+        unified_row(2, "../secret.png"),
+        unified_row(3, "images/link.png"),
+    ]
+    return write_jsonl(data / "rows.jsonl", rows), secret
+
+
+def test_image_paths_outside_the_dataset_folder_are_refused(escaping_rows, cache, monkeypatch):
+    path, secret = escaping_rows
+    import corl.data.images as images_module
+
+    reads = []
+    real_read = images_module._read_path
+    monkeypatch.setattr(images_module, "_read_path", lambda p: reads.append(p) or real_read(p))
+    loaded = load_rows(str(path), task="unified", cache_dir=cache)
+    assert loaded.report.skipped == {"image_outside_dataset_folder": 3}
+    assert loaded.dataset["category"] == ["cat0"]
+    assert str(secret) not in reads  # refused unread
+    detail = loaded.report.first_skipped[0].detail
+    assert str(secret) in detail and str(path.parent) in detail and "data.allow_images_outside=true" in detail
+
+    allowed = load_rows(str(path), task="unified", cache_dir=cache, allow_images_outside=True)
+    assert allowed.report.skipped == {}
+    assert allowed.report.rows_kept == 4
+    assert allowed.dataset[3]["image"].size == (24, 24)
+
+
+def test_confinement_follows_the_image_root(tmp_path, image_dir, escaping_rows):
+    _, secret = escaping_rows
+    folder = str(image_dir["good"].parent)
+    table = datasets.Dataset.from_list([unified_row(0, "good.png"), unified_row(1, str(secret))])
+    # An in-memory dataset without image_root: paths are the caller's own, nothing to confine to.
+    free = datasets.Dataset.from_list([unified_row(0, str(image_dir["good"])), unified_row(1, str(secret))])
+    assert load_rows(free).report.rows_kept == 2
+    # An explicit image_root confines.
+    confined = load_rows(table, image_root=folder)
+    assert confined.report.skipped == {"image_outside_dataset_folder": 1}
+    assert load_rows(table, image_root=folder, allow_images_outside=True).report.rows_kept == 2
+    # Embedded bytes are never confined.
+    embedded = datasets.Dataset.from_list([unified_row(0, secret.read_bytes())])
+    assert load_rows(embedded, image_root=folder).report.rows_kept == 1
+
+
+def test_decompression_bomb_rows_are_skipped(tmp_path, image_dir, cache, write_jsonl, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # the 24 x 24 test images hold 576
+    path = write_jsonl(tmp_path / "rows.jsonl", [unified_row(i, "images/good.png") for i in range(3)])
+    report = load_rows(str(path), task="unified", cache_dir=cache, num_workers=2).report
+    assert report.skipped == {"unreadable_image": 3}
+    assert "image too large to decode safely (Image size (576 pixels)" in report.first_skipped[0].detail
+    assert str(image_dir["good"]) in report.first_skipped[0].detail
+
+
+GOOD_LINE = '{"prompt": "p", "image": "images/good.png", "question": "q?", "solution": "<answer>a</answer>"}\n'
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "data file {path} is empty: it holds no rows"),
+        (b"  \n\n\t\n", "data file {path} is empty: it holds no rows"),
+        (GOOD_LINE.encode() + b'{"prompt": "caf\xe9"}\n',
+         "{path} line 2 is not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8"),
+        ((GOOD_LINE * 2).encode() + b'{"prompt": "a",, }\n' + GOOD_LINE.encode(),
+         "{path} line 3 is not valid JSON: Expecting property name enclosed in double quotes (column 16)"),
+        (GOOD_LINE.encode() + b"\n" + b'["a", "b"]\n',
+         "{path} line 3 is an array, not a JSON object; each line must be one row as a JSON object {{...}}"),
+        (GOOD_LINE.encode() + b'"just text"\n',
+         "{path} line 2 is a string, not a JSON object; each line must be one row as a JSON object {{...}}"),
+        (b'[\n  {"prompt": "a"},\n  {"prompt": "b"}\n  {"prompt": "c"}\n]\n',
+         "{path} line 4 is not valid JSON: Expecting ',' delimiter (column 3)"),
+        (b'[{"prompt": "a"}, 3]', "{path}: item 2 of its JSON array is a number, not an object; each row must be "
+                                  "a JSON object {{...}}"),
+    ],
+    ids=["zero-bytes", "whitespace", "not-utf8", "malformed", "json-list", "json-string", "bad-document",
+         "document-item"],
+)
+def test_bad_json_lines_are_one_clear_error(tmp_path, cache, content, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_rows(str(path), cache_dir=cache)
+    assert str(info.value) == message.format(path=path)
+
+
+def test_json_document_and_bom_are_accepted(tmp_path, image_dir, cache):
+    rows = "[\n  " + ",\n  ".join(GOOD_LINE.strip() for _ in range(2)) + "\n]\n"
+    (tmp_path / "rows.json").write_text(rows)
+    assert load_rows(str(tmp_path / "rows.json"), cache_dir=cache).report.rows_kept == 2
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + (GOOD_LINE * 2).encode())
+    assert load_rows(str(tmp_path / "bom.jsonl"), cache_dir=cache).report.rows_kept == 2
+
+
+def test_unreadable_csv_and_parquet_are_one_clear_error(tmp_path, cache):
+    empty = tmp_path / "rows.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"^data file {empty} is empty"):
+        load_rows(str(empty), cache_dir=cache)
+    broken = tmp_path / "rows2.csv"
+    broken.write_text('prompt,image\n"a,images/good.png\n')  # an unclosed quote
+    with pytest.raises(ValueError, match=f"^could not read data file {broken}: ParserError: "):
+        load_rows(str(broken), cache_dir=cache)
+    garbage = tmp_path / "rows.parquet"
+    garbage.write_bytes(b"not a parquet file at all")
+    with pytest.raises(ValueError, match=f"^could not read data file {garbage}: ArrowInvalid: "):
+        load_rows(str(garbage), cache_dir=cache)
