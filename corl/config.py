@@ -129,7 +129,8 @@ class RolloutConfig:
     answer_format: str = _f(DEFAULT_ANSWER_FORMAT, "Instruction appended to every understanding question in "
                             "rollouts and in-training evaluation. Empty: the question verbatim (the official "
                             "code; its data may carry its own instruction).")
-    max_prompt_length: int = _f(1024, "Prompts longer than this many tokens are cut from the left.")
+    max_prompt_length: int = _f(1024, "Prompts longer than this many tokens lose the start of their question or "
+                                      "caption (image tokens and the template stay whole); counted as prompts/*/cut.")
     max_completion_length: int = _f(512, "Maximum new text tokens per answer.")
     max_rows: int = _f(0, "Samples per rollout forward batch (an image sample is 2 rows with CFG): bounds the "
                        "rollout's KV cache (`corl plan`). 0: the whole micro-batch at once. Chunked rollouts draw "

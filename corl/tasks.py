@@ -118,7 +118,7 @@ class TextToImage(Task):
         rollout = rollout_images(
             policy, rows["prompt"], group_size=r.num_generations, cfg_weight=r.cfg_weight,
             temperature=r.temperature, top_k=r.top_k or None, seed=seed, max_rows=r.max_rows or None,
-            compile_decode=r.compile_decode, decoding=r.decoding,
+            compile_decode=r.compile_decode, decoding=r.decoding, max_prompt_length=r.max_prompt_length,
         )
         if rollout.image_tokens.shape[1] != policy.num_image_tokens:
             raise RuntimeError(f"an image rollout returned {rollout.image_tokens.shape[1]} of "
@@ -155,7 +155,7 @@ class ImageToText(Task):
             policy, rows["image"], rows["question"], group_size=r.num_generations,
             max_new_tokens=r.max_completion_length, temperature=r.temperature, top_k=r.top_k or None,
             top_p=r.top_p if r.top_p < 1.0 else None, seed=seed, max_rows=r.max_rows or None,
-            compile_decode=r.compile_decode, decoding=r.decoding,
+            compile_decode=r.compile_decode, decoding=r.decoding, max_prompt_length=r.max_prompt_length,
         )
         return TaskBatch(MM2T, rollout, rollout.completion_ids, rollout.completion_mask, seed)
 

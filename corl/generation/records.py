@@ -27,6 +27,7 @@ class ImageRollout:
     temperature: float
     top_k: int | None = None
     seed: int | None = None
+    prompts_cut: int = 0  # captions cut from the left to fit the prompt length limit
 
     @property
     def num_rows(self) -> int:
@@ -56,6 +57,7 @@ class TextRollout:
     top_p: float | None = None
     seed: int | None = None
     is_truncated: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # [R] no EOS
+    prompts_cut: int = 0  # questions cut from the left to fit the prompt length limit
 
     @property
     def num_rows(self) -> int:

@@ -45,7 +45,7 @@ from corl.generation.sampling import (
 )
 from corl.policy.logits import blocked_token_mask, cfg_logits, suppress_tokens, unconditional_prompt
 from corl.policy.policy import JanusPolicy
-from corl.policy.prompts import PromptStyle, encode_generation, encode_understanding
+from corl.policy.prompts import EncodedPrompts, PromptStyle, encode_generation, encode_understanding
 from corl.policy.scoring import understanding_embeddings
 
 logger = logging.getLogger(__name__)
@@ -232,17 +232,28 @@ def sample_image_codes(
     """The first `num_codes` image codes of `group_size` samples per caption, without decoding them.
 
     Returns prompt_ids [R, P], prompt_mask [R, P] and codes [R, num_codes] (R = len(captions) * group_size).
-    `rollout_images` draws all N codes through this; a prefix (num_codes < N) is for measuring the
+    `rollout_images` draws all N codes this way; a prefix (num_codes < N) is for measuring the
     decode loop (benchmarks) at the real model's shape without drawing a whole image.
     """
+    encoded = encode_generation(policy.processor, captions, style or policy.style)
+    return _sample_codes(
+        policy, encoded, num_codes=num_codes, group_size=group_size, cfg_weight=cfg_weight,
+        temperature=temperature, top_k=top_k, greedy=greedy, seed=seed, max_rows=max_rows,
+        compile_decode=compile_decode, decoding=decoding,
+    )
+
+
+def _sample_codes(
+    policy: JanusPolicy, encoded: EncodedPrompts, *, num_codes: int, group_size: int, cfg_weight: float,
+    temperature: float, top_k: int | None, greedy: bool, seed: int | None, max_rows: int | None,
+    compile_decode: bool, decoding: DecodingConfig | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     if not 1 <= num_codes <= policy.num_image_tokens:
         raise ValueError(f"num_codes must be in [1, {policy.num_image_tokens}], got {num_codes}")
-    style = style or policy.style
     decoding = decoding or DecodingConfig()
     device = policy.device
-    encoded = encode_generation(policy.processor, captions, style)
     prompt_ids = encoded.input_ids.repeat_interleave(group_size, dim=0).to(device)  # [R, P]
     prompt_mask = encoded.attention_mask.repeat_interleave(group_size, dim=0).to(device)
     generator = make_generator(seed, device)
@@ -275,6 +286,7 @@ def rollout_images(
     style: PromptStyle | None = None,
     compile_decode: bool = False,
     decoding: DecodingConfig | None = None,
+    max_prompt_length: int | None = None,
 ) -> ImageRollout:
     """Sample `group_size` images for each caption -> ImageRollout with R = len(captions) * group_size rows,
     exactly N codes each.
@@ -284,10 +296,12 @@ def rollout_images(
     on CPU, torch.compile with CUDA graphs on GPU); the first call per shape compiles (slow), later ones
     reuse the graph and keep its KV buffers allocated (`policy.static_decoders.clear()` frees them).
     decoding: the CPU decoding settings (`corl.config.DecodingConfig`; defaults when None).
+    max_prompt_length: captions whose prompt is longer are cut from the left (`prompts_cut` counts them).
     """
-    prompt_ids, prompt_mask, image_tokens = sample_image_codes(
-        policy, captions, num_codes=policy.num_image_tokens, group_size=group_size, cfg_weight=cfg_weight,
-        temperature=temperature, top_k=top_k, greedy=greedy, seed=seed, max_rows=max_rows, style=style,
+    encoded = encode_generation(policy.processor, captions, style or policy.style, max_length=max_prompt_length)
+    prompt_ids, prompt_mask, image_tokens = _sample_codes(
+        policy, encoded, num_codes=policy.num_image_tokens, group_size=group_size, cfg_weight=cfg_weight,
+        temperature=temperature, top_k=top_k, greedy=greedy, seed=seed, max_rows=max_rows,
         compile_decode=compile_decode, decoding=decoding,
     )  # image_tokens: [R, N]
     images = decode_images(policy, image_tokens) if decode else []
@@ -298,6 +312,7 @@ def rollout_images(
         images=images,
         captions=[caption for caption in captions for _ in range(group_size)],
         group_size=group_size,
+        prompts_cut=encoded.num_cut,
         cfg_weight=float(cfg_weight),
         temperature=float(temperature),
         top_k=top_k,
@@ -379,18 +394,20 @@ def rollout_text(
     style: PromptStyle | None = None,
     compile_decode: bool = False,
     decoding: DecodingConfig | None = None,
+    max_prompt_length: int | None = None,
 ) -> TextRollout:
     """Sample `group_size` answers per (image, question) -> TextRollout with R = B * group_size rows.
 
     max_rows: at most this many answers per forward batch, to bound memory.
     compile_decode, decoding: as in `rollout_images`.
+    max_prompt_length: a longer prompt loses the start of its question, never image tokens (`prompts_cut`).
     """
     if group_size < 1 or max_new_tokens < 1:
         raise ValueError(f"group_size and max_new_tokens must be >= 1, got {group_size}, {max_new_tokens}")
     style = style or policy.style
     decoding = decoding or DecodingConfig()
     device = policy.device
-    encoded = encode_understanding(policy.processor, images, questions, style)
+    encoded = encode_understanding(policy.processor, images, questions, style, max_length=max_prompt_length)
     ids = encoded.input_ids.to(device)  # [B, P]
     mask = encoded.attention_mask.to(device)
     pixel_values = encoded.pixel_values.to(device, policy.dtype)  # [B, 3, H, W]
@@ -442,6 +459,7 @@ def rollout_text(
         top_p=top_p,
         seed=seed,
         is_truncated=~has_eos,
+        prompts_cut=encoded.num_cut,
     )
 
 

@@ -49,6 +49,12 @@ class EncodedPrompts:
     texts: list[str]  # B rendered prompts with image placeholders expanded (what was tokenized)
     pixel_values: torch.Tensor | None = None  # [B, 3, H, W] for understanding prompts
     text_token_mask: torch.Tensor | None = None  # [B, P] bool: tokens of the user's own text
+    tokens_cut: list[int] | None = None  # B: tokens cut from the start of each user text (see max_length)
+
+    @property
+    def num_cut(self) -> int:
+        """Prompts that were cut to fit max_length."""
+        return sum(1 for n in self.tokens_cut or () if n)
 
 
 def _render(processor: JanusProcessor, content: list[dict], system_prompt: str | None) -> str:
@@ -88,6 +94,45 @@ def render_generation(processor: JanusProcessor, caption: str, style: PromptStyl
     return rendered + processor.image_start_token
 
 
+def _cut_to_fit(
+    processor: JanusProcessor, text: str, span: tuple[int, int], max_length: int
+) -> tuple[str, tuple[int, int], int]:
+    """Cut the user text (the characters of `span`) from its start until `text` is at most `max_length`
+    tokens; the template, the image tokens and what follows the span stay whole. Returns the new text,
+    the new span and the number of tokens cut."""
+    tokenizer = processor.tokenizer
+    cut_total = 0
+    for _ in range(8):  # a cut can re-merge tokens at the new start: tokenize again until it fits
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        excess = len(encoded["input_ids"]) - max_length
+        if excess <= 0:
+            return text, span, cut_total
+        starts = [s for s, e in encoded["offset_mapping"] if s < span[1] and e > span[0]]  # user-text tokens
+        if excess >= len(starts):
+            raise ValueError(f"a prompt needs {len(encoded['input_ids']) - len(starts)} tokens without its "
+                             f"text, more than the limit of {max_length} tokens (rollout.max_prompt_length)")
+        new_start = max(starts[excess], span[0])
+        text = text[: span[0]] + text[new_start:]
+        span = (span[0], span[1] - (new_start - span[0]))
+        cut_total += excess
+    raise ValueError(f"could not cut a prompt to {max_length} tokens")
+
+
+def _fit(processor: JanusProcessor, texts: list[str], spans: list[tuple[int, int]], max_length: int | None
+         ) -> tuple[list[str], list[tuple[int, int]], list[int]]:
+    """Cut each prompt longer than `max_length` tokens from the left of its user text (`spans`: the
+    question or the caption); returns texts, spans and tokens cut per prompt."""
+    cut = [0] * len(texts)
+    if max_length is None:
+        return texts, spans, cut
+    texts, spans = list(texts), list(spans)
+    lengths = [len(ids) for ids in processor.tokenizer(texts)["input_ids"]]
+    for row, length in enumerate(lengths):
+        if length > max_length:
+            texts[row], spans[row], cut[row] = _cut_to_fit(processor, texts[row], spans[row], max_length)
+    return texts, spans, cut
+
+
 def _tokenize(
     processor: JanusProcessor, texts: list[str], spans: list[tuple[int, int]] | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -118,11 +163,14 @@ def encode_understanding(
     style: PromptStyle = PromptStyle(),
     *,
     mark_text: bool = False,
+    max_length: int | None = None,
 ) -> EncodedPrompts:
     """Tokenize B (image, question) prompts with left padding; pixel values from the image processor.
 
     mark_text: also return `text_token_mask`, the tokens of the question itself (not the template,
     the answer-format instruction, special tokens or image tokens).
+    max_length: a prompt longer than this many tokens loses the start of its question (never image tokens,
+    the template or the answer-format instruction); `tokens_cut` says how many tokens each lost.
     """
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images for {len(questions)} questions")
@@ -140,11 +188,12 @@ def encode_understanding(
         text, (start, _) = _fill_slot(processor, rendered, user_text)
         texts.append(text)
         spans.append((start, start + len(question.strip())))  # the question only
+    texts, spans, cut = _fit(processor, texts, spans, max_length)
     input_ids, attention_mask, text_mask = _tokenize(processor, texts, spans if mark_text else None)
     rgb = [image.convert("RGB") for image in images]
     pixel_values = processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
     return EncodedPrompts(
-        input_ids, attention_mask, texts, pixel_values=pixel_values, text_token_mask=text_mask
+        input_ids, attention_mask, texts, pixel_values=pixel_values, text_token_mask=text_mask, tokens_cut=cut
     )
 
 
@@ -154,8 +203,10 @@ def encode_generation(
     style: PromptStyle = PromptStyle(),
     *,
     mark_text: bool = False,
+    max_length: int | None = None,
 ) -> EncodedPrompts:
-    """Tokenize B text-to-image prompts with left padding; every row ends with the image-start token."""
+    """Tokenize B text-to-image prompts with left padding; every row ends with the image-start token.
+    max_length: a prompt longer than this many tokens loses the start of its caption (`tokens_cut`)."""
     if not captions:
         raise ValueError("empty batch")
     texts, spans = [], []
@@ -164,5 +215,6 @@ def encode_generation(
         text, span = _fill_slot(processor, rendered + processor.image_start_token, caption.strip())
         texts.append(text)
         spans.append(span)
+    texts, spans, cut = _fit(processor, texts, spans, max_length)
     input_ids, attention_mask, text_mask = _tokenize(processor, texts, spans if mark_text else None)
-    return EncodedPrompts(input_ids, attention_mask, texts, text_token_mask=text_mask)
+    return EncodedPrompts(input_ids, attention_mask, texts, text_token_mask=text_mask, tokens_cut=cut)

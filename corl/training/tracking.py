@@ -128,9 +128,8 @@ def rollout_metrics(acc: Any, tasks: dict[str, Task], batch: StepBatch, cfg: Any
             out[f"rewards/{task}/{name}/failed"] = sum_across_ranks(acc, failed)
         advantages = gather_rows(acc, torch.cat([b.advantages.cpu() for b in batches]))
         out[f"advantages/{task}/abs_mean"] = float(advantages.abs().mean())
-        lengths = torch.cat([b.rollout.prompt_mask.sum(dim=1).float().cpu() for b in batches])
-        over = float((lengths > cfg.rollout.max_prompt_length).sum())
-        out[f"prompts/{task}/over_max_length"] = sum_across_ranks(acc, over)
+        cut = float(sum(b.rollout.prompts_cut for b in batches))
+        out[f"prompts/{task}/cut"] = sum_across_ranks(acc, cut)
         per_row = [task_obj.completion_rows(b) for b in batches]
         for name in per_row[0]:
             out[f"completions/{task}/{name}"] = float(gather_rows(acc, torch.cat([rows[name] for rows in per_row])).mean())
@@ -149,9 +148,9 @@ def rollout_metrics(acc: Any, tasks: dict[str, Task], batch: StepBatch, cfg: Any
             groups[f"frac_reward_zero_std/{t}"] += mb.advantage_stats[f"{t}/frac_reward_zero_std"] / num_micro
             groups[f"reward/{t}/group_std"] += mb.advantage_stats[f"{t}/reward_std"] / num_micro
     out.update(mean_across_ranks(acc, groups))
-    if any(out.get(f"prompts/{t}/over_max_length", 0) for t in tasks):
-        logger.warning("prompts longer than rollout.max_prompt_length=%d were used uncut (see prompts/*/over_max_length)",
-                       cfg.rollout.max_prompt_length)
+    if cut := sum(out.get(f"prompts/{t}/cut", 0) for t in tasks):
+        logger.warning("%d prompts were longer than rollout.max_prompt_length=%d tokens and lost the start of "
+                       "their text (logged as prompts/*/cut)", int(cut), cfg.rollout.max_prompt_length)
     return out
 
 

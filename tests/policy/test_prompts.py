@@ -99,3 +99,36 @@ def test_mismatched_batch_is_an_error(tiny_policy):
         encode_understanding(tiny_policy.processor, make_images(1), ["a", "b"])
     with pytest.raises(ValueError, match="empty"):
         encode_generation(tiny_policy.processor, [])
+
+
+def test_over_long_question_loses_its_start_never_image_tokens(tiny_policy):
+    processor = tiny_policy.processor
+    tokenizer = processor.tokenizer
+    short = "how many circles ?"
+    long = " ".join(["red square"] * 40) + " " + short
+    full = encode_understanding(processor, make_images(2), [short, long])
+    limit = int(full.attention_mask[0].sum()) + 6  # room for the short question and 6 more tokens
+    cut = encode_understanding(processor, make_images(2), [short, long], max_length=limit, mark_text=True)
+    assert cut.tokens_cut[0] == 0 and cut.tokens_cut[1] > 0 and cut.num_cut == 1
+    lengths = cut.attention_mask.sum(dim=1)
+    assert int(lengths.max()) <= limit
+    image_id = processor.image_token_id if hasattr(processor, "image_token_id") else tokenizer.convert_tokens_to_ids(
+        processor.image_token)
+    assert ((cut.input_ids == image_id).sum(dim=1) == (full.input_ids == image_id).sum(dim=1)).all()
+    kept = tokenizer.decode(cut.input_ids[1][cut.text_token_mask[1]]).strip()
+    assert long.endswith(kept) and kept.endswith(short) and len(kept) < len(long)
+    assert DEFAULT_ANSWER_FORMAT.split()[0] in cut.texts[1]  # the format instruction stays whole
+
+
+def test_over_long_caption_is_cut_from_the_left_and_a_too_small_limit_is_an_error(tiny_policy):
+    processor = tiny_policy.processor
+    caption = " ".join(["a blue square"] * 30) + " and one yellow triangle"
+    full = encode_generation(processor, ["two circles", caption])
+    limit = int(full.attention_mask[0].sum()) + 5
+    cut = encode_generation(processor, ["two circles", caption], max_length=limit, mark_text=True)
+    assert cut.tokens_cut[1] > 0 and int(cut.attention_mask.sum(dim=1).max()) <= limit
+    assert caption.endswith(processor.tokenizer.decode(cut.input_ids[1][cut.text_token_mask[1]]).strip())
+    assert torch.equal(cut.input_ids[0][-limit:][cut.attention_mask[0][-limit:].bool()],
+                       full.input_ids[0][full.attention_mask[0].bool()])  # the short prompt is untouched
+    with pytest.raises(ValueError, match="max_prompt_length"):
+        encode_generation(processor, [caption], max_length=3)
