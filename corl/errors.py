@@ -5,3 +5,13 @@ can name them without importing the library."""
 class RunFailed(RuntimeError):
     """A training run cannot learn anything more (no usable rewards, non-finite gradients); its last
     checkpoint is intact."""
+
+
+class WriteFailed(RunFailed, OSError):
+    """A run could not write into its output folder (a disk or quota problem): it stopped, the checkpoints
+    written before are intact and it resumes once the disk is fixed. An OSError too, for callers that
+    handle file-system errors."""
+
+
+class DiskFull(WriteFailed):
+    """WriteFailed because the device holding the output folder is full."""

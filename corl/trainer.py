@@ -68,14 +68,18 @@ from corl.training.setup import (
     build_reference,
     build_rewards,
     build_scheduler,
+    check_reward_names,
     load_trainable_policy,
     load_training_data,
     training_device,
 )
 from corl.training.tracking import (
+    METRICS_FILE,
     MetricsLogger,
     StageTimer,
     mean_across_ranks,
+    read_jsonl,
+    read_metrics,
     reward_summary,
     rollout_metrics,
     sum_across_ranks,
@@ -169,22 +173,33 @@ class Run:
         return self.samplers[0].steps_per_epoch
 
 
-def resolve_resume(out_dir: Path, resume: str | Path | bool | None) -> Path | None:
+def resolve_resume(out_dir: Path, resume: str | Path | bool | None, *, lora: bool = False) -> Path | None:
     """None: fresh run. True / 'auto' / 'latest': the newest checkpoint in out_dir (a fresh run if there is
-    none). A path: that checkpoint, or the newest checkpoint inside that output directory."""
+    none). A path: that checkpoint, or the newest checkpoint inside that output directory.
+
+    The checkpoint found is checked before anything loads (ckpt.check_checkpoint; lora: this run loads
+    adapters rather than full weights): a damaged newest one is reported with the earlier checkpoint to
+    use instead, never skipped for it silently."""
     if resume is None or resume is False:
         return None
     if resume is True or str(resume) in ("auto", "latest"):
-        found = ckpt.latest_checkpoint(out_dir)
+        found = ckpt.newest_checkpoint_dir(out_dir)
         if found is None:
             logger.info("--resume: no checkpoint in %s yet, starting from scratch", out_dir)
-        return found
-    path = Path(resume)
-    if (path / ckpt.STATE_FILE).is_file():
-        return path
-    found = ckpt.latest_checkpoint(path) if path.is_dir() else None
-    if found is None:
-        raise FileNotFoundError(f"--resume {path}: not a checkpoint directory and holds no checkpoint-N")
+            return None
+    else:
+        path = Path(resume)
+        if not path.exists():
+            raise FileNotFoundError(f"--resume {path}: no such file or directory; give a checkpoint (OUT/checkpoint-N) "
+                                    f"or the output folder that holds it")
+        if path.is_dir() and ((path / ckpt.STATE_FILE).is_file() or ckpt.checkpoint_step(path) is not None):
+            found = path
+        else:
+            found = ckpt.newest_checkpoint_dir(path) if path.is_dir() else None
+            if found is None:
+                raise FileNotFoundError(f"--resume {path}: not a checkpoint directory (no {ckpt.STATE_FILE}) and "
+                                        f"holds no checkpoint-N")
+    ckpt.check_checkpoint(found, lora=lora)
     return found
 
 
@@ -210,7 +225,14 @@ def check_config_change(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
     saved_path = out_dir / "config.yaml"
     if resume_dir is None or not saved_path.is_file():
         return
-    changes = config_changes(yaml.safe_load(saved_path.read_text()) or {}, to_dict(cfg))
+    try:
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        saved = err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{saved_path} is damaged (not a YAML mapping): restore it, or start afresh with a new "
+                         "--out")
+    changes = config_changes(saved, to_dict(cfg))
     if not changes:
         return
     listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
@@ -253,6 +275,7 @@ def _setup_locked(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resum
 
     device = training_device(cfg, accelerator)
     check_assets(cfg)  # every missing download at once, before anything is loaded or written
+    check_reward_names(cfg)
     if cfg.train.memory_check:
         check_fits(cfg, device, accelerator.num_processes)
     set_seed(cfg.seed)  # the same on every rank: new parameters (LoRA) start equal everywhere
@@ -269,9 +292,9 @@ def _setup_locked(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resum
         dump_yaml(cfg, out_dir / "config.yaml")
     accelerator.wait_for_everyone()
 
+    loaded = load_training_data(cfg, accelerator)  # a bad dataset is named before a long model load
     trainable = load_trainable_policy(cfg, device, param_dtype, weights_from=resume_dir)
     reference = build_reference(cfg, trainable, device, param_dtype)
-    loaded = load_training_data(cfg, accelerator)
     accumulation = cfg.optim.gradient_accumulation_steps
     # Micro-batch m of rank r is "rank" r * accumulation + m of a world of world_size * accumulation:
     # every (rank, micro-batch) of a step draws different rows.
@@ -317,8 +340,8 @@ def _setup_locked(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resum
         path = out_dir / "rollouts" / f"rank{accelerator.process_index}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
-        if state and path.is_file():  # drop lines a killed run wrote after its last checkpoint
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= state.step]
+        if state and path.is_file():  # drop lines a killed run wrote after its last checkpoint (or cut off)
+            kept = [line for line, record in read_jsonl(path) if record.get("step", 0) <= state.step]
         path.write_text("".join(line + "\n" for line in kept))
         run.rollout_log = path.open("a")
     return run, state
@@ -593,9 +616,19 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
     optimizer step's checkpoint is written (tests, time-boxed jobs); the run can be resumed.
     allow_config_change: resume with a config that differs from the run's (recorded); refused otherwise.
     Chaining stages: `cfg2.model.name_or_path = str(result.final_checkpoint)`.
+    A damaged checkpoint or metrics file is a ValueError naming it; a full disk stops the run with
+    corl.errors.DiskFull naming the file (the checkpoints written before it are intact).
     """
     out_dir = Path(out_dir)
-    resume_dir = resolve_resume(out_dir, resume)
+    with ckpt.write_errors_reported(out_dir):  # a full disk anywhere in the run: one line naming the file
+        return _train(cfg, out_dir, resume, stop_after_step=stop_after_step, allow_config_change=allow_config_change)
+
+
+def _train(cfg: CorlConfig, out_dir: Path, resume: str | Path | bool | None, *, stop_after_step: int | None,
+           allow_config_change: bool) -> TrainResult:
+    resume_dir = resolve_resume(out_dir, resume, lora=cfg.model.lora_r > 0)
+    if resume_dir is not None and (out_dir / METRICS_FILE).is_file():
+        read_metrics(out_dir / METRICS_FILE, warn=False)  # a damaged file stops here, before the model loads
     run, state = setup_run(cfg, out_dir, resume_dir, resume_requested=resume not in (None, False),
                            allow_config_change=allow_config_change)
     acc, k = run.accelerator, cfg.grpo.num_iterations
@@ -605,13 +638,13 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
                 cfg.stage, "+".join(run.tasks), run.total_steps,
                 "with CFG" if cfg.rollout.image_logps == "cfg" else "conditional only",
                 header["image_logps_cfg_weight"], acc.num_processes)
-    metrics_log = MetricsLogger(out_dir, header, is_main=acc.is_main_process, report_to=cfg.train.report_to,
-                                resume_step=start if state else None, run_config=to_dict(cfg))
-    evaluator = ShapesEvaluator(cfg, acc, out_dir)
-
+    metrics_log: MetricsLogger | None = None
     progress = tqdm(total=run.total_steps, initial=start, desc=f"corl {cfg.stage}", disable=not acc.is_main_process,
                     dynamic_ncols=True)
     try:
+        metrics_log = MetricsLogger(out_dir, header, is_main=acc.is_main_process, report_to=cfg.train.report_to,
+                                    resume_step=start if state else None, run_config=to_dict(cfg))
+        evaluator = ShapesEvaluator(cfg, acc, out_dir)
         batch: StepBatch | None = None
         batch_metrics: dict[str, float] = {}
         rewardless = dict.fromkeys(run.tasks, 0)  # task -> consecutive rollout batches with no usable reward
@@ -667,7 +700,8 @@ def train(cfg: CorlConfig, out_dir: str | Path, resume: str | Path | bool | None
         return TrainResult(out_dir, final_checkpoint, run.total_steps, summary)
     finally:  # every exit (finished, stopped, or an error) closes what the run opened
         progress.close()
-        metrics_log.close()
+        if metrics_log is not None:
+            metrics_log.close()
         if run.rollout_log is not None:
             run.rollout_log.close()
         if run.lock is not None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from corl.report import metrics_table, topic_table
 
 
@@ -34,3 +38,31 @@ def test_metrics_table_lists_headline_metrics_then_categories():
     lines = metrics_table({"base": _result(0.1), "final": _result(0.2)}).splitlines()
     assert lines[2].startswith("| generation pass rate") and lines[2].endswith("| 50.0 | 50.0 | +0.0 |")
     assert lines[-1] == "| t2i.counting | 25.0 | 25.0 | +0.0 |"
+
+
+def _stage_metrics(run_dir, text: str) -> None:
+    (run_dir / "unified").mkdir(parents=True)
+    (run_dir / "unified" / "metrics.jsonl").write_text(text)
+
+
+def test_reward_curves_skip_a_torn_last_line_with_a_warning(tmp_path, caplog):
+    """A stage killed (or out of disk space) mid-write leaves a cut-off last row: the plot is drawn from
+    the whole rows."""
+    pytest.importorskip("matplotlib")
+    from corl.report import plot_reward_curves
+
+    rows = "".join(json.dumps({"step": s, "reward/t2i/mean": s / 10}) + "\n" for s in (1, 2, 3))
+    _stage_metrics(tmp_path, '{"header": {}}\n' + rows + '{"step": 4, "reward/t2i/me')
+    with caplog.at_level("WARNING"):
+        path = plot_reward_curves(tmp_path, ["unified"], tmp_path / "plots" / "curves.png")
+    assert path is not None and path.is_file()
+    assert f"{tmp_path / 'unified' / 'metrics.jsonl'}: dropping its last line 5" in caplog.text
+
+
+def test_reward_curves_of_a_damaged_metrics_file_name_the_line(tmp_path):
+    pytest.importorskip("matplotlib")
+    from corl.report import plot_reward_curves
+
+    _stage_metrics(tmp_path, '{"header": {}}\n{"step": 1, "rew\n{"step": 2, "reward/t2i/mean": 0.5}\n')
+    with pytest.raises(ValueError, match=f"{tmp_path / 'unified' / 'metrics.jsonl'}: line 2 is not a JSON object"):
+        plot_reward_curves(tmp_path, ["unified"], tmp_path / "plots" / "curves.png")

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from corl.policy.architecture import PUBLISHED_SIZES, janus_config, janus_generation_config
+from corl.policy.model_files import check_local_checkpoint
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import PromptStyle
 
@@ -77,9 +78,18 @@ def resolve_model_path(name_or_path: str | Path) -> str:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None: cuda when there is one, else cpu. A device this machine lacks is a ValueError."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no usable CUDA GPU; use cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -168,12 +178,22 @@ def load_policy(
     source = checked_source(path_or_id)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    if Path(source).is_dir():
+        check_local_checkpoint(Path(source), torch_dtype, torch_device)
     kwargs = dict(hub_kwargs)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = JanusForConditionalGeneration.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    try:
+        model = JanusForConditionalGeneration.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        processor = load_processor(source, **hub_kwargs)
+    except OSError as err:
+        if Path(source).is_dir():
+            raise
+        # transformers' message for an unknown id or no network runs over several lines
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load model {source!r} from the Hugging Face hub ({first}); check the id and "
+                         "the network, or fetch it first with `corl prefetch`") from None
     model.to(torch_device).eval()
-    processor = load_processor(source, **hub_kwargs)
     policy = JanusPolicy(model, processor, style=style)
     logger.info("loaded %s from %s", policy, source)
     return policy

@@ -353,20 +353,11 @@ def plan_run(cfg: CorlConfig, devices: Devices) -> MemoryPlan:
 def process_devices(device: torch.device, num_processes: int) -> Devices:
     """What this process may use: a GPU's total memory, or on CPU the available memory shared by the
     processes of this machine."""
-    import os
+    from corl.policy.model_files import available_memory
 
     if device.type == "cuda":
         return Devices("cuda", num_processes, torch.cuda.get_device_properties(device).total_memory)
-    available = None
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return Devices("cpu", num_processes, None if available is None else available // max(local, 1))
+    return Devices("cpu", num_processes, available_memory(torch.device("cpu")))
 
 
 class DoesNotFit(ValueError):

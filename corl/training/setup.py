@@ -330,25 +330,37 @@ def reward_options(cfg: CorlConfig, names: list[str], device: torch.device) -> d
     return {name: opts for name, opts in options.items() if opts}
 
 
+def check_reward_names(cfg: CorlConfig) -> None:
+    """Every reward the stage names is registered (custom rewards register at import, so this runs when
+    the run starts, not when the config is built), before any model loads."""
+    from corl.rewards import reward_names
+
+    known = set(reward_names())
+    listed = {T2I: cfg.rewards.t2i_reward_funcs, MM2T: cfg.rewards.mm2t_reward_funcs}
+    for task in TASKS_OF_STAGE[cfg.stage]:
+        if not listed[task]:
+            raise ValueError(f"stage {cfg.stage} needs rewards.{task}_reward_funcs")
+        if unknown := [name for name in listed[task] if name not in known]:
+            raise ValueError(f"rewards.{task}_reward_funcs names unknown reward(s) {unknown}; registered: "
+                             f"{', '.join(sorted(known))}")
+    named = set(cfg.rewards.reward_kwargs or {})
+    if unknown := sorted(named - known):  # a typo would otherwise leave a reward on its defaults without a word
+        raise ValueError(f"rewards.reward_kwargs names unknown reward(s) {unknown}; registered: "
+                         f"{', '.join(sorted(known))}")
+
+
 def build_rewards(cfg: CorlConfig, policy: JanusPolicy, device: torch.device) -> dict[str, RewardSet]:
     """One RewardSet per task of the stage, every backend built once, here."""
     tasks = TASKS_OF_STAGE[cfg.stage]
     listed = {T2I: cfg.rewards.t2i_reward_funcs, MM2T: cfg.rewards.mm2t_reward_funcs}
-    from corl.rewards import reward_names
-
+    check_reward_names(cfg)
     named = set(cfg.rewards.reward_kwargs or {})
-    unknown = sorted(named - set(reward_names()))
-    if unknown:  # a typo would otherwise leave a reward on its defaults without a word
-        raise ValueError(f"rewards.reward_kwargs names unknown reward(s) {unknown}; registered: "
-                         f"{', '.join(reward_names())}")
     unused = sorted(named - {n for t in tasks for n in listed[t]})
     if unused:  # one set of overrides may serve every stage of a pipeline
         logger.info("rewards.reward_kwargs for %s: not used in stage %s", ", ".join(unused), cfg.stage)
     sets = {}
     for task in tasks:
         names = list(listed[task])
-        if not names:
-            raise ValueError(f"stage {cfg.stage} needs rewards.{task}_reward_funcs")
         weights = getattr(cfg.rewards, f"{task}_reward_weights")
         sets[task] = RewardSet.from_recipe(
             names, weights, reward_options(cfg, names, device), policy=policy, on_failure="mask"

@@ -4,7 +4,9 @@ optional TensorBoard / W&B), and the reward summary written at the end.
 `OUT/metrics.jsonl` layout: the first line is `{"header": {...}}` (run settings that change how numbers
 read: stage, image log-prob mode, loss type, batch sizes, ...); then one line per logged step with a
 "step" key; `{"event": ...}` lines mark resumes. NaN is written as null (strict JSON). `read_metrics`
-returns (header, step rows).
+returns (header, step rows); a torn last line (a run killed, or a full disk, mid-write) is dropped with a
+warning, any other line that is not JSON is an error naming the file and line. A write that fails for
+lack of space stops the run with corl.errors.DiskFull naming the file.
 
 Metric names follow TRL where one exists: rewards/{task}/{name}/mean|std, reward/{task}/mean|std,
 frac_reward_zero_std, kl, clip_ratio/..., entropy/{task}, grad_norm, learning_rate, loss/{task},
@@ -31,6 +33,7 @@ import torch
 
 from corl.tasks import MM2T, T2I, Task
 from corl.training.batches import StepBatch
+from corl.training.checkpoint import write_errors_reported
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +169,39 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def read_metrics(path: str | Path) -> tuple[dict, list[dict]]:
-    """(header, step rows) of a metrics.jsonl file."""
+def read_jsonl(path: str | Path, *, warn: bool = True) -> list[tuple[str, dict]]:
+    """(line, record) of every line of a JSONL file of objects, blank lines skipped.
+
+    The last line may be torn (a run killed or out of disk space while appending it): it is dropped, with a
+    warning naming the file when `warn`. A line before it that is not a JSON object means the file was
+    damaged otherwise: ValueError naming the file and the line.
+    """
+    path = Path(path)
+    lines = [(n, line) for n, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1)
+             if line.strip()]
+    records: list[tuple[str, dict]] = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as err:  # json.JSONDecodeError is a ValueError
+            if i == len(lines) - 1:
+                if warn:
+                    logger.warning("%s: dropping its last line %d, cut off mid-write (a run killed or out of disk "
+                                   "space): %.60r", path, number, line)
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON object ({err}): the file is damaged; delete or "
+                             f"repair that line (every line is one JSON object), then run again") from None
+        records.append((line, record))
+    return records
+
+
+def read_metrics(path: str | Path, *, warn: bool = True) -> tuple[dict, list[dict]]:
+    """(header, step rows) of a metrics.jsonl file (a torn last line is dropped: see `read_jsonl`)."""
     header: dict = {}
     rows: list[dict] = []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for _, record in read_jsonl(path, warn=warn):
         if "header" in record:
             header = record["header"]
         elif "step" in record and "event" not in record:
@@ -205,22 +233,28 @@ class MetricsLogger:
         self._wandb = None
         if not is_main:
             return
-        if resume_step is not None and self.path.is_file():
-            old_header, rows = read_metrics(self.path)
-            self.history = [r for r in rows if r["step"] <= resume_step]
-            lines = [{"header": old_header or header}, *self.history, {"event": "resumed", "at_step": resume_step}]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-            os.replace(tmp, self.path)
-        else:
-            if self.path.is_file():  # a run killed before its first checkpoint, restarted: keep its rows aside
-                n = 1
-                while (aside := self.path.with_name(f"metrics.restarted-{n}.jsonl")).exists():
-                    n += 1
-                os.replace(self.path, aside)
-                logger.warning("%s: restarting a run that had no checkpoint; its metrics moved to %s",
-                               self.path.parent, aside.name)
-            self.path.write_text(json.dumps({"header": {k: _clean(v) for k, v in header.items()}}) + "\n")
+        with write_errors_reported(self.path):
+            if resume_step is not None and self.path.is_file():
+                old_header, rows = read_metrics(self.path)
+                self.history = [r for r in rows if r["step"] <= resume_step]
+                lines = [{"header": old_header or header}, *self.history,
+                         {"event": "resumed", "at_step": resume_step}]
+                tmp = self.path.with_suffix(".jsonl.tmp")
+                try:
+                    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
+                except BaseException:
+                    tmp.unlink(missing_ok=True)  # the old file stays whole
+                    raise
+                os.replace(tmp, self.path)
+            else:
+                if self.path.is_file():  # a run killed before its first checkpoint, restarted: keep its rows aside
+                    n = 1
+                    while (aside := self.path.with_name(f"metrics.restarted-{n}.jsonl")).exists():
+                        n += 1
+                    os.replace(self.path, aside)
+                    logger.warning("%s: restarting a run that had no checkpoint; its metrics moved to %s",
+                                   self.path.parent, aside.name)
+                self.path.write_text(json.dumps({"header": {k: _clean(v) for k, v in header.items()}}) + "\n")
         self._open_extra(out_dir, list(report_to), run_config or {})
 
     def _open_extra(self, out_dir: Path, report_to: list[str], run_config: dict) -> None:
@@ -249,7 +283,7 @@ class MetricsLogger:
             return
         row = {k: _clean(v) for k, v in row.items()}
         self.history.append(row)
-        with self.path.open("a") as f:
+        with write_errors_reported(self.path), self.path.open("a") as f:  # a full disk: DiskFull
             f.write(json.dumps(row) + "\n")
         step = int(row["step"])
         if self._tb is not None:

@@ -93,3 +93,188 @@ def test_a_crafted_generator_file_is_refused_not_run(tmp_path):
     with pytest.raises(ValueError, match="not a generator state corl can load safely"):
         load_rng_file(tmp_path / "rng_state_0.pth")
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------ damaged checkpoints, full disk
+
+
+def _fake_checkpoint(out, step: int, lora: bool = False):
+    """A checkpoint directory with every file a resume reads, small but real."""
+    from safetensors.torch import save_file
+
+    from corl.training.checkpoint import rng_state
+
+    path = out / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    state = _state(step)
+    state.lora = lora
+    (path / STATE_FILE).write_text(state.to_json())
+    (path / "config.json").write_text('{"model_type": "tiny"}')
+    save_file({"w": torch.ones(64, 64)}, str(path / "model.safetensors"))
+    if lora:
+        (path / "adapter").mkdir()
+        save_file({"a": torch.ones(4, 64)}, str(path / "adapter" / "adapter_model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.zeros(64)}}, "param_groups": []}, path / "optimizer.pt")
+    torch.save({"last_epoch": step}, path / "scheduler.pt")
+    torch.save(rng_state(), path / "rng_state_0.pth")
+    return path
+
+
+def _truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _drop_step(path) -> None:
+    import json
+
+    raw = json.loads(path.read_text())
+    del raw["step"]
+    path.write_text(json.dumps(raw))
+
+
+DAMAGES = {
+    # name: (file, how it is damaged, what the message says about it)
+    "state garbage": (STATE_FILE, lambda p: p.write_bytes(b"\x00\x01garbage"), "is damaged (not JSON"),
+    "state truncated": (STATE_FILE, _truncate, "is damaged (not JSON"),
+    "state missing keys": (STATE_FILE, _drop_step, "is damaged (no step)"),
+    "state wrong type": (STATE_FILE, lambda p: p.write_text(p.read_text().replace('"seed": 0', '"seed": "x"')),
+                         "is damaged (wrong type of seed ('x'))"),
+    "state deleted": (STATE_FILE, lambda p: p.unlink(), "is missing"),
+    "config deleted": ("config.json", lambda p: p.unlink(), "is missing"),
+    "weights deleted": ("model.safetensors", lambda p: p.unlink(), "is missing"),
+    "weights truncated": ("model.safetensors", _truncate, "is damaged (not a complete safetensors file"),
+    "weights garbage": ("model.safetensors", lambda p: p.write_bytes(b"garbage" * 10),
+                        "is damaged (not a complete safetensors file"),
+    "optimizer truncated": ("optimizer.pt", _truncate, "is damaged (not a complete torch.save file"),
+    "optimizer garbage": ("optimizer.pt", lambda p: p.write_bytes(b"garbage" * 10),
+                          "is damaged (not a complete torch.save file"),
+    "optimizer empty": ("optimizer.pt", lambda p: p.write_bytes(b""), "is damaged (not a complete torch.save file"),
+    "scheduler deleted": ("scheduler.pt", lambda p: p.unlink(), "is missing"),
+    "rng truncated": ("rng_state_0.pth", lambda p: _truncate(p, 0.9), "is damaged (not a complete torch.save file"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_checkpoint_names_the_file_and_the_checkpoint_before_it(tmp_path, damage):
+    from corl.training.checkpoint import DamagedCheckpoint, check_checkpoint
+
+    name, spoil, said = DAMAGES[damage]
+    for step in (1, 2, 3):
+        _fake_checkpoint(tmp_path, step)
+    assert check_checkpoint(tmp_path / "checkpoint-3", lora=False).step == 3
+    spoil(tmp_path / "checkpoint-3" / name)
+    with pytest.raises(DamagedCheckpoint) as caught:
+        check_checkpoint(tmp_path / "checkpoint-3", lora=False)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'checkpoint-3' / name} {said}"), message
+    assert message.endswith(f"resume from an earlier checkpoint with --resume {tmp_path / 'checkpoint-2'}, or start "
+                            f"afresh with a new --out")
+    assert "\n" not in message and isinstance(caught.value, ValueError)  # one line through the CLI
+    # The suggestion is the newest intact checkpoint before it; with none, a fresh start.
+    spoil(tmp_path / "checkpoint-2" / name)
+    with pytest.raises(DamagedCheckpoint, match=f"--resume {tmp_path / 'checkpoint-1'},"):
+        check_checkpoint(tmp_path / "checkpoint-3", lora=False)
+    spoil(tmp_path / "checkpoint-1" / name)
+    with pytest.raises(DamagedCheckpoint, match=f"no earlier checkpoint in {tmp_path} is intact: start afresh"):
+        check_checkpoint(tmp_path / "checkpoint-3", lora=False)
+
+
+def test_a_lora_resume_checks_the_adapter(tmp_path):
+    from corl.training.checkpoint import DamagedCheckpoint, check_checkpoint
+
+    for step in (1, 2):
+        _fake_checkpoint(tmp_path, step, lora=True)
+    (tmp_path / "checkpoint-2" / "model.safetensors").unlink()  # not read by a LoRA resume
+    check_checkpoint(tmp_path / "checkpoint-2", lora=True)
+    adapter = tmp_path / "checkpoint-2" / "adapter" / "adapter_model.safetensors"
+    _truncate(adapter)
+    with pytest.raises(DamagedCheckpoint, match=f"{adapter} is damaged .*--resume {tmp_path / 'checkpoint-1'}"):
+        check_checkpoint(tmp_path / "checkpoint-2", lora=True)
+    adapter.unlink()
+    with pytest.raises(DamagedCheckpoint, match=f"{adapter} is missing"):
+        check_checkpoint(tmp_path / "checkpoint-2", lora=True)
+    with pytest.raises(ValueError, match="saved by a run without LoRA"):
+        check_checkpoint(_fake_checkpoint(tmp_path, 3), lora=True)
+
+
+def test_trainer_state_from_a_damaged_file_names_it(tmp_path):
+    from corl.training.checkpoint import DamagedCheckpoint
+
+    _fake_checkpoint(tmp_path, 1)
+    path = _fake_checkpoint(tmp_path, 2) / STATE_FILE
+    path.write_text('{"step": 2, "data_st')  # cut off
+    with pytest.raises(DamagedCheckpoint, match=rf"{path} is damaged \(not JSON: .*--resume {tmp_path / 'checkpoint-1'}"):
+        TrainerState.from_file(path)
+
+
+def test_loading_a_file_that_passes_the_quick_check_but_does_not_load_names_it(tmp_path):
+    """The zip directory of a torch.save file is intact but its pickle was overwritten: torch.load's own
+    error (UnpicklingError here; RuntimeError, EOFError, ... elsewhere) becomes DamagedCheckpoint."""
+    from corl.training.checkpoint import DamagedCheckpoint, _load_torch_file, check_checkpoint
+
+    _fake_checkpoint(tmp_path, 1)
+    path = _fake_checkpoint(tmp_path, 2) / "scheduler.pt"
+    data = bytearray(path.read_bytes())
+    start = data.index(b"\x80\x02")  # the pickle's protocol header inside data.pkl (stored uncompressed)
+    data[start + 2: start + 12] = b"\x00" * 10
+    path.write_bytes(bytes(data))
+    check_checkpoint(path.parent, lora=False)  # the quick check only reads the zip directory
+    with pytest.raises(DamagedCheckpoint, match=f"{path} is damaged .*--resume {tmp_path / 'checkpoint-1'}"):
+        _load_torch_file(path)
+
+
+def test_a_truncated_generator_file_is_reported_as_damaged(tmp_path):
+    from corl.training.checkpoint import DamagedCheckpoint, load_rng_file
+
+    path = _fake_checkpoint(tmp_path, 1) / "rng_state_0.pth"
+    _truncate(path)
+    with pytest.raises(DamagedCheckpoint, match=f"{path} is damaged"):
+        load_rng_file(path)
+
+
+def test_newest_checkpoint_dir_includes_an_incomplete_one(tmp_path):
+    from corl.training.checkpoint import newest_checkpoint_dir
+
+    assert newest_checkpoint_dir(tmp_path / "missing") is None
+    _fake_checkpoint(tmp_path, 2)
+    (tmp_path / "checkpoint-10").mkdir()  # its trainer_state.json was lost: a resume must say so
+    (tmp_path / "checkpoint-11.tmp").mkdir()  # an interrupted save is not a checkpoint
+    assert newest_checkpoint_dir(tmp_path) == tmp_path / "checkpoint-10"
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+@pytest.mark.parametrize(
+    "error, free, expected",
+    [
+        (OSError(28, "No space left on device"), 2**30, "DiskFull: no space left on device while writing"),
+        (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"), 2**30,
+         "DiskFull: no space left on device while writing"),
+        (OSError(122, "Disk quota exceeded"), 2**30, "DiskFull: disk quota exceeded while writing"),
+        # torch.save's zip writer does not say why a write failed: the free space decides
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), 2**20,
+         "DiskFull: no space left on device while writing"),
+        (RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"), 2**20,
+         "DiskFull: no space left on device while writing"),
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), 2**40,
+         "WriteFailed: writing"),
+        (RuntimeError("CUDA error: an illegal memory access"), 0, None),
+        (OSError(13, "Permission denied"), 0, None),
+    ],
+)
+def test_write_failures_that_are_the_disks_fault_are_recognised(tmp_path, monkeypatch, error, free, expected):
+    import shutil
+    from collections import namedtuple
+
+    from corl.training.checkpoint import write_error, write_problem
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**41, 2**41 - free, free))
+    kind = write_problem(error, tmp_path)
+    if expected is None:
+        assert kind is None
+        return
+    err = write_error(kind, error, tmp_path / "checkpoint-3")
+    assert f"{type(err).__name__}: {err}".startswith(f"{expected} {tmp_path / 'checkpoint-3'}")
+    assert str(err).endswith("then resume with --resume") and f"free {free // 2**20} MiB" in str(err)
+    assert isinstance(err, OSError)  # and a corl.errors.RunFailed: the CLI prints it in one line

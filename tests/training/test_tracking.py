@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +70,79 @@ def test_tensorboard_is_optional_with_a_clear_message(tmp_path):
         log.log({"step": 1, "loss": 0.5})
         log.close()
         assert any((tmp_path / "tensorboard").iterdir())
+
+
+# ------------------------------------------------------------------------- torn lines, full disk
+
+
+ROWS = '{"header": {"stage": "t2i"}}\n{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.25}\n'
+
+
+@pytest.mark.parametrize("torn", ['{"step": 3, "loss": 0.1', '{"step": 3, "lo', "\x00\x00\x00\x00", '{"step": 3}\n\x00\x00'])
+def test_a_torn_last_line_is_dropped_with_a_warning(tmp_path, caplog, torn):
+    """What a run killed (or out of disk space) while appending a row leaves; NUL bytes are what some file
+    systems leave after a crash."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(ROWS + torn)
+    with caplog.at_level("WARNING", logger="corl.training.tracking"):
+        header, rows = read_metrics(path)
+    assert header == {"stage": "t2i"}
+    assert [r["step"] for r in rows] == ([1, 2, 3] if torn.startswith('{"step": 3}\n') else [1, 2])
+    assert f"{path}: dropping its last line" in caplog.text
+    caplog.clear()
+    read_metrics(path, warn=False)
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("bad", ['{"step": 2, "lo', "garbage", "[1, 2]"])
+def test_a_damaged_line_before_the_last_names_the_file_and_line(tmp_path, bad):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(ROWS.replace('{"step": 2, "loss": 0.25}', bad) + '{"step": 3}\n\n')
+    with pytest.raises(ValueError, match=rf"{path}: line 3 is not a JSON object \(.*\): the file is damaged"):
+        read_metrics(path)
+
+
+def test_resume_drops_a_torn_last_line_and_the_rows_after_the_checkpoint(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(ROWS + '{"step": 3, "loss": 0.1}\n{"step": 4, "lo')
+    with caplog.at_level("WARNING", logger="corl.training.tracking"):
+        log = MetricsLogger(tmp_path, {"stage": "t2i"}, is_main=True, resume_step=2)
+    assert "dropping its last line 5" in caplog.text and str(path) in caplog.text
+    log.log({"step": 3, "loss": 0.3})
+    assert [(r["step"], r["loss"]) for r in read_metrics(path)[1]] == [(1, 0.5), (2, 0.25), (3, 0.3)]
+    assert path.read_text().endswith('{"step": 3, "loss": 0.3}\n')  # the file is whole again
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_logging_is_one_clear_error(tmp_path):
+    """/dev/full fails every write with ENOSPC, as a full disk does."""
+    from corl.errors import DiskFull, RunFailed
+
+    log = MetricsLogger(tmp_path, {"stage": "t2i"}, is_main=True)
+    (tmp_path / "metrics.jsonl").unlink()
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
+    with pytest.raises(DiskFull, match=rf"^no space left on device while writing {tmp_path / 'metrics.jsonl'} "
+                                       r"\(free \d+ MiB\): free space, then resume with --resume$") as caught:
+        log.log({"step": 1, "loss": 0.5})
+    assert isinstance(caught.value, RunFailed) and isinstance(caught.value, OSError)
+
+
+def test_a_full_disk_while_rewriting_on_resume_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from corl.errors import DiskFull
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(ROWS)
+    real_write_text = Path.write_text
+
+    def fill_the_disk(self, text, *args, **kwargs):
+        if self.name.endswith(".tmp"):
+            real_write_text(self, text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fill_the_disk)
+    with pytest.raises(DiskFull, match=f"while writing {path} "):
+        MetricsLogger(tmp_path, {"stage": "t2i"}, is_main=True, resume_step=1)
+    assert path.read_text() == ROWS and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
