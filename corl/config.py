@@ -371,7 +371,9 @@ def read_recipe(path: str | Path, _seen: tuple = ()) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -414,8 +416,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Recipe file (optional) + overrides -> a validated CorlConfig."""
     raw = read_recipe(path) if path else {}
     raw = apply_overrides(raw, overrides or [])
-    cfg = _build(CorlConfig, raw)
-    validate(cfg)
+    try:
+        cfg = _build(CorlConfig, raw)
+        validate(cfg)
+    except ValueError as err:
+        # A bad value that no override set came from the recipe (or one it inherits): name the file.
+        keys = [item.split("=", 1)[0].strip() for item in overrides or []]
+        if path and not any(key and key in str(err) for key in keys):
+            raise ValueError(f"{path}: {err}") from None
+        raise
     return cfg
 
 
@@ -451,6 +460,7 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("train.logits_chunk_mb", lambda v: v >= 1, ">= 1"),
     ("model.lora_r", lambda v: v >= 0, ">= 0 (0: full weights)"),
     ("data.limit", lambda v: v >= 0, ">= 0 (0: all rows)"),
+    ("data.source", lambda v: bool(str(v).strip()), "a dataset: 'shapes', a hub id, a folder or data files"),
 )
 
 

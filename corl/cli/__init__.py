@@ -8,6 +8,7 @@ Modules import the library they drive inside their `func`, so `corl --help` stay
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -38,16 +39,70 @@ def build_parser() -> argparse.ArgumentParser:
         description="CoRL: co-reinforcement learning for unified multimodal models (Janus-Pro).",
     )
     parser.add_argument("--version", action="version", version=f"corl {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    _add_debug_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _add_debug_flags_to_subcommands(parser)
     return parser
 
 
+def _add_debug_flags(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the Python traceback of an error (implies -v)")
+
+
+def _add_debug_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """`-v` / `--debug` after any (sub)command too. SUPPRESS keeps a subparser from resetting a flag
+    given before the subcommand (`corl -v train ...`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _add_debug_flags(child, default=argparse.SUPPRESS)
+                _add_debug_flags_to_subcommands(child)
+
+
+# Errors that are the user's to fix (a bad value, a missing file, a damaged run): one line, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError, KeyError, RunFailed)
+
+
+def _check_argv(argv: list[str]) -> None:
+    """Arguments must be text: bytes that are not UTF-8 reach Python as lone surrogates, which
+    tokenizers and file systems reject deep inside a run."""
+    for position, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raw = arg.encode("utf-8", "surrogateescape")  # the bytes as the shell passed them
+            raise ValueError(f"argument {position} ({raw!r}) is not valid UTF-8 text (at character "
+                             f"{err.start}); re-type it or fix the terminal's encoding") from None
+
+
+def _describe(err: BaseException) -> str:
+    """One line for an error: a full disk is said as such, whichever layer noticed it."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" while writing {err.filename}" if err.filename else ""
+        return f"no space left on device{where}: free some space, then continue with --resume"
+    if isinstance(err, KeyError):
+        return str(err.args[0]) if err.args else "missing key"
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        _check_argv(argv)
+    except ValueError as err:
+        print(f"corl: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or argparse's one-line usage error
+        return exit_.code if isinstance(exit_.code, int) else 2
+    args.verbose = args.verbose or args.debug
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -59,11 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, RunFailed) as err:  # one clear line, no traceback
-        if args.verbose:
+    except KeyboardInterrupt:
+        if args.debug:
             raise
-        print(f"corl {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"corl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error ends in one line unless --debug asks for more
+        if args.debug:
+            raise
+        disk_full = isinstance(err, OSError) and err.errno == errno.ENOSPC
+        if isinstance(err, USER_ERRORS) or disk_full:
+            print(f"corl {args.command}: error: {_describe(err)}", file=sys.stderr)
+            return 2
+        # Not a mistake we know how to name: most likely a bug in corl or a library under it.
+        print(f"corl {args.command}: unexpected error: {type(err).__name__}: {err} "
+              "(rerun with --debug for the traceback; please report it)", file=sys.stderr)
+        return 1
     finally:
         _close_process_group()
 

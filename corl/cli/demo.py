@@ -18,7 +18,6 @@ really cost, not the near-zero time of reading them back.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from corl.config import DEFAULT_CFG_WEIGHT
+from corl.cli.argtypes import positive_int
+from corl.cli.pipeline import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class DemoSettings:
 def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSettings) -> dict[str, Any]:
     """The Shapes suite on `settings.eval_rows` held-out rows, cached in `out_json` (re-runs read it back)."""
     if out_json.is_file():
-        return json.loads(out_json.read_text())
+        return read_json(out_json)
     from corl.data import load_rows
     from corl.data.shapes_source import default_shapes_dir
     from corl.eval.grading import write_json_atomic
@@ -101,7 +102,7 @@ def run_pipeline(settings: DemoSettings) -> dict[str, Any]:
     for stage in settings.stages:
         summary = out / stage / "summary.json"
         if summary.is_file():
-            rewards[stage] = json.loads(summary.read_text())["reward"]
+            rewards[stage] = read_json(summary)["reward"]
     return {"evals": evals, "checkpoints": checkpoints, "rewards": rewards, "timings": timings}
 
 
@@ -111,7 +112,7 @@ TIMINGS_FILE = "timings.json"
 def read_timings(out: Path) -> dict[str, float]:
     """Seconds per part of earlier runs of the demo in `out` (empty for a new one), plus "runs"."""
     path = out / TIMINGS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def add_seconds(out: Path, timings: dict[str, float], name: str, seconds: float) -> None:
@@ -153,9 +154,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "DIR/report.md. Re-running the command resumes.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage and evaluation (default 0)")
-    p.add_argument("--eval-rows", type=int, default=DemoSettings.eval_rows,
+    p.add_argument("--eval-rows", type=positive_int, default=DemoSettings.eval_rows,
                    help=f"held-out rows per evaluation (default {DemoSettings.eval_rows})")
-    p.add_argument("--images-per-prompt", type=int, default=DemoSettings.images_per_prompt,
+    p.add_argument("--images-per-prompt", type=positive_int, default=DemoSettings.images_per_prompt,
                    help=f"generated images per held-out caption (default {DemoSettings.images_per_prompt})")
     p.add_argument("--stages", type=parse_stages, default=DEMO_STAGES,
                    help="comma-separated stages to run, in order (default: unified,t2i,mc,oe)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corl.config import DEFAULT_CFG_WEIGHT
+from corl.cli.argtypes import finite_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def _run_shapes(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
 
     data = args.data or str(default_shapes_dir())
     split = args.split or "test"
-    loaded = load_rows(data, split=split, task="unified", limit=args.max_rows)
+    loaded = load_rows(data, split=split, task="unified", limit=args.max_rows,
+                       allow_images_outside=args.allow_images_outside)
     result = evaluate_shapes(
         policy, loaded.dataset, images_per_prompt=args.images_per_prompt, cfg_weight=args.cfg, seed=args.seed,
         max_rows=args.max_rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
@@ -128,7 +130,7 @@ def _run_benchmark(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
         )
     if args.suite in ("mc", "oe"):
         spec = dataclasses.replace(spec, question_type=args.suite)
-    loaded = load_benchmark(spec, max_rows=args.max_rows)
+    loaded = load_benchmark(spec, max_rows=args.max_rows, allow_images_outside=args.allow_images_outside)
     return evaluate_benchmark(
         policy,
         loaded,
@@ -241,17 +243,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--recipe", default=None, help="benchmark/mc/oe: shipped benchmark (mmstar, mmmu, pope) or YAML"
     )
     p.add_argument("--column-map", nargs="*", metavar="CORL=SOURCE", help="mc/oe: column mapping pairs")
+    p.add_argument("--allow-images-outside", action="store_true",
+                   help="read image paths that lie outside --data's own folder (refused by default)")
     p.add_argument("--out", required=True, help="results JSON path (written atomically)")
     p.add_argument(
         "--image-dir", default=None, help="geneval/dpg/wise: image output folder; shapes: save images"
     )
-    p.add_argument("--images-per-prompt", type=int, default=4, help="shapes / geneval: images per prompt (4)")
-    p.add_argument("--cfg", type=float, default=DEFAULT_CFG_WEIGHT,
+    p.add_argument("--images-per-prompt", type=positive_int, default=4, help="shapes / geneval: images per prompt (4)")
+    p.add_argument("--cfg", type=finite_float, default=DEFAULT_CFG_WEIGHT,
                    help=f"CFG weight for image generation (default {DEFAULT_CFG_WEIGHT:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of image generation (0)")
-    p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows / prompts")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts or questions per policy call (8)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit (512, the paper's)")
+    p.add_argument("--max-rows", type=positive_int, default=None, help="use at most this many rows / prompts")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts or questions per policy call (8)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=512, help="answer length limit (512, the paper's)")
     p.add_argument("--details", action="store_true", help="include per-row details in results.json")
     p.add_argument("--no-resume", action="store_true", help="geneval/dpg/wise: regenerate existing images")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")

@@ -8,10 +8,14 @@ keeps `corl --help` fast. Without --model both use the Shapes base checkpoint
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from pathlib import Path
 
+from corl.cli.argtypes import finite_float, nonempty_text, positive_float, positive_int
 from corl.config import DEFAULT_CFG_WEIGHT
+
+logger = logging.getLogger(__name__)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +30,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, else fp32)"
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,12 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="generate images from a text prompt",
         description="Text-to-image with classifier-free guidance.",
     )
-    generate.add_argument("--prompt", required=True, help="the caption to draw")
-    generate.add_argument("--n", type=int, default=4, help="number of images")
+    generate.add_argument("--prompt", required=True, type=nonempty_text, help="the caption to draw")
+    generate.add_argument("--n", type=positive_int, default=4, help="number of images")
     generate.add_argument("--out", type=Path, default=Path("grid.png"), help="output image grid (PNG)")
-    generate.add_argument("--cfg", type=float, default=DEFAULT_CFG_WEIGHT,
+    generate.add_argument("--cfg", type=finite_float, default=DEFAULT_CFG_WEIGHT,
                           help=f"classifier-free guidance weight (1 = none; default {DEFAULT_CFG_WEIGHT:g})")
-    generate.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely codes")
+    generate.add_argument("--top-k", type=positive_int, default=None, help="sample only among the k most likely codes")
     _add_model_arguments(generate)
     generate.set_defaults(func=run_generate, _parser=generate)
 
@@ -50,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Image understanding: image + question -> text.",
     )
     answer.add_argument("--image", type=Path, required=True, help="image file")
-    answer.add_argument("--question", required=True, help="the question")
+    answer.add_argument("--question", required=True, type=nonempty_text, help="the question")
     mode = answer.add_mutually_exclusive_group()
     mode.add_argument(
         "--greedy", dest="greedy", action="store_true", default=True, help="greedy decoding (default)"
@@ -58,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument(
         "--sample", dest="greedy", action="store_false", help="sample with --temperature and --seed"
     )
-    answer.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit in tokens")
+    answer.add_argument("--max-new-tokens", type=positive_int, default=256, help="answer length limit in tokens")
     answer.add_argument(
         "--no-format", action="store_true", help="leave out the <think>/<answer> format instruction"
     )
@@ -87,25 +91,40 @@ def _load(args):
     return load_policy(args.model, dtype=args.dtype, device=args.device)
 
 
+def prompt_budget(policy, new_tokens: int, flag: str) -> int:
+    """Prompt tokens that leave room for `new_tokens` within the model's positions."""
+    positions = policy.model.config.text_config.max_position_embeddings
+    if new_tokens >= positions:
+        raise ValueError(f"{flag} ({new_tokens}) leaves no room for a prompt in the model's {positions} positions")
+    return positions - new_tokens
+
+
+def _warn_if_cut(rollout, what: str, limit: int) -> None:
+    if rollout.prompts_cut:
+        logger.warning("the %s was too long for the model: its start was cut to fit %d prompt tokens", what, limit)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    from corl.generation.rollout import generate_images
+    from corl.generation.rollout import rollout_images
 
     policy = _load(args)
-    images = generate_images(
-        policy, [args.prompt], n=args.n, cfg_weight=args.cfg, seed=args.seed, temperature=args.temperature,
-        top_k=args.top_k,
+    limit = prompt_budget(policy, policy.num_image_tokens, "the image's tokens")
+    rollout = rollout_images(
+        policy, [args.prompt], group_size=args.n, cfg_weight=args.cfg, seed=args.seed,
+        temperature=args.temperature, top_k=args.top_k, max_prompt_length=limit,
     )
+    _warn_if_cut(rollout, "prompt", limit)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images).save(args.out)
-    print(f"wrote {len(images)} images of {images[0].size[0]}px to {args.out}")
+    image_grid(rollout.images).save(args.out)
+    print(f"wrote {len(rollout.images)} images of {rollout.images[0].size[0]}px to {args.out}")
     return 0
 
 
 def run_answer(args: argparse.Namespace) -> int:
     from corl.data.images import to_rgb_image
-    from corl.generation.rollout import answer
+    from corl.generation.rollout import rollout_text
     from corl.policy.prompts import PromptStyle
 
     if not args.image.is_file():
@@ -115,9 +134,11 @@ def run_answer(args: argparse.Namespace) -> int:
     image = to_rgb_image(args.image)
     policy = _load(args)
     style = PromptStyle(answer_format=None) if args.no_format else policy.style
-    text = answer(
-        policy, [image], [args.question], greedy=args.greedy,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, style=style,
-    )[0]
-    print(text)
+    limit = prompt_budget(policy, args.max_new_tokens, "--max-new-tokens")
+    rollout = rollout_text(
+        policy, [image], [args.question], greedy=args.greedy, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, seed=args.seed, style=style, max_prompt_length=limit,
+    )
+    _warn_if_cut(rollout, "question", limit)
+    print(rollout.texts[0])
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from corl.merge import METHODS  # light: corl.merge imports torch only inside its functions
+from corl.cli.argtypes import finite_float, positive_float
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -43,9 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--b", required=True, help="second checkpoint directory")
     p.add_argument("--base", default=None, help="checkpoint both were refined from (required for gaussian)")
     p.add_argument("--method", choices=METHODS, default="average", help="merge rule (default: average)")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of A (B gets 1-alpha); default 0.5")
+    p.add_argument("--alpha", type=finite_float, default=0.5, help="weight of A (B gets 1-alpha); default 0.5")
     p.add_argument(
-        "--lam", type=float, default=2.0, help="gaussian: band half-width in stds (default 2, as upstream)"
+        "--lam", type=positive_float, default=2.0, help="gaussian: band half-width in stds (default 2, as upstream)"
     )
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from corl.cli.demo import RECIPE_FAMILY, DemoSettings, evaluate_checkpoint, run_stage
+from corl.cli.argtypes import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/pilot"), help="output directory (default runs/pilot)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
-    p.add_argument("--steps", type=int, default=40, help="unified-stage steps; single-task arms get twice as many")
+    p.add_argument("--steps", type=positive_int, default=40, help="unified-stage steps; single-task arms get twice as many")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (default all)")
-    p.add_argument("--eval-rows", type=int, default=DemoSettings.eval_rows, help="held-out rows per evaluation")
-    p.add_argument("--images-per-prompt", type=int, default=DemoSettings.images_per_prompt,
+    p.add_argument("--eval-rows", type=positive_int, default=DemoSettings.eval_rows, help="held-out rows per evaluation")
+    p.add_argument("--images-per-prompt", type=positive_int, default=DemoSettings.images_per_prompt,
                    help="generated images per held-out caption")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override applied to every stage (repeatable), e.g. --set train.per_device_batch_size=2")

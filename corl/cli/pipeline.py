@@ -6,8 +6,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+def read_json(path: Path) -> Any:
+    """A result file a pipeline wrote earlier; a damaged one (a killed run, an edit) is named, with the way
+    to redo that part."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged (not JSON: {err}): delete it and run again to redo that part") from None
 
 
 def finished_checkpoint(stage_dir: Path) -> Path | None:
@@ -15,7 +25,7 @@ def finished_checkpoint(stage_dir: Path) -> Path | None:
     summary_path = stage_dir / "summary.json"
     if not summary_path.is_file():
         return None
-    final = json.loads(summary_path.read_text()).get("final_checkpoint")
+    final = read_json(summary_path).get("final_checkpoint")
     return Path(final) if final and Path(final).is_dir() else None
 
 

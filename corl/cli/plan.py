@@ -8,6 +8,7 @@ for the devices it sees and stops before loading weights when the run cannot fit
 from __future__ import annotations
 
 import argparse
+from corl.cli.argtypes import positive_float, positive_int
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -35,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("recipe", help="recipe file or shipped name, e.g. janus-pro-1b/paper/unified")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.sharding=fsdp2")
-    p.add_argument("--gpus", type=int, default=1, help="processes (one per GPU) the run is launched with")
-    p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
+    p.add_argument("--gpus", type=positive_int, default=1, help="processes (one per GPU) the run is launched with")
+    p.add_argument("--gpu-memory", type=positive_float, default=None, metavar="GB",
                    help="memory of one device in GiB (e.g. 80 for an H100); without it, only the table")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="device type the run uses (sets the recipes' auto dtypes)")

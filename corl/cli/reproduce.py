@@ -19,11 +19,12 @@ whole pipeline; for several GPUs, run the stages with `accelerate launch ... cor
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
+from corl.cli.argtypes import positive_int
+from corl.cli.pipeline import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def family_recipes(family: str) -> dict[str, Path]:
 def run_evaluation(out_json: Path, argv: list[str]) -> dict[str, Any]:
     """One `corl eval` run (its own parser and code path), read back when its results exist already."""
     if out_json.is_file():
-        return json.loads(out_json.read_text())
+        return read_json(out_json)
     from corl.cli import build_parser
     from corl.cli.eval import run_eval
 
@@ -59,7 +60,7 @@ def run_evaluation(out_json: Path, argv: list[str]) -> dict[str, Any]:
 
 def reward_rows(stage_dir: Path) -> dict[str, Any]:
     summary = stage_dir / "summary.json"
-    return json.loads(summary.read_text()).get("reward", {}) if summary.is_file() else {}
+    return read_json(summary).get("reward", {}) if summary.is_file() else {}
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
@@ -152,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wise", default=None, metavar="PATH", help="WISE prompt json file or folder")
     p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
                    help="MC / OE benchmark of the merged model: mmstar, mmmu, pope or a benchmark YAML (repeatable)")
-    p.add_argument("--max-eval-rows", type=int, default=None, help="at most this many prompts / questions per "
+    p.add_argument("--max-eval-rows", type=positive_int, default=None, help="at most this many prompts / questions per "
                    "evaluation (default: all)")
     from corl.cli.train import _IntermixedParser
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
+from corl.cli.argtypes import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build = sub.add_parser("build", help="build a train/test dataset and save it with save_to_disk",
                            description="Build the Shapes dataset (DatasetDict with train/test) into DIR.")
     build.add_argument("--out", required=True, type=Path, help="output directory for DatasetDict.save_to_disk")
-    build.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN,
+    build.add_argument("--n-train", type=positive_int, default=DEFAULT_N_TRAIN,
                        help=f"rows in the train split (default {DEFAULT_N_TRAIN})")
-    build.add_argument("--n-test", type=int, default=DEFAULT_N_TEST,
+    build.add_argument("--n-test", type=positive_int, default=DEFAULT_N_TEST,
                        help=f"rows in the test split (default {DEFAULT_N_TEST})")
     build.add_argument("--seed", type=int, default=DEFAULT_SEED,
                        help=f"random seed; same seed, same dataset (default {DEFAULT_SEED})")
-    build.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+    build.add_argument("--image-size", type=positive_int, default=DEFAULT_IMAGE_SIZE,
                        help=f"image side in pixels, 32..64 (default {DEFAULT_IMAGE_SIZE})")
     build.set_defaults(func=run_build, _parser=build)
 
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--data", required=True, type=Path, help="directory written by `corl shapes build`")
     show.add_argument("--out", type=Path, default=Path("shapes_sheet.png"),
                       help="output PNG path (default shapes_sheet.png)")
-    show.add_argument("--n", type=int, default=16, help="number of samples on the sheet (default 16)")
+    show.add_argument("--n", type=positive_int, default=16, help="number of samples on the sheet (default 16)")
     show.add_argument("--split", default="train", help="split to show: train or test (default train)")
     show.set_defaults(func=run_show, _parser=show)
 
@@ -95,7 +96,7 @@ def add_make_base_parser(shapes_subparsers: argparse._SubParsersAction) -> argpa
     parser.add_argument("--seed", type=int, default=0, help="recipe seed: weights and training data (default 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke version: tiny model, a few steps, seconds; its numbers mean nothing")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=positive_int, default=2,
                         help="torch CPU threads for the build; results are reproducible for a fixed value (default 2)")
     parser.set_defaults(func=run_make_base, _parser=parser)
     return parser

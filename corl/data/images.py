@@ -195,8 +195,8 @@ def inspect_image(
         if folder is not None:
             target = resolved_path if real_path == resolved_path else f"{resolved_path} (-> {real_path})"
             detail = (
-                f"{target} lies outside the dataset folder {folder}; set data.allow_images_outside=true "
-                "in the recipe to read it"
+                f"{target} lies outside the dataset folder {folder}; to read it, set data.allow_images_outside=true "
+                "in the recipe (corl eval: --allow-images-outside)"
             )
             return ImageCheck(IMAGE_OUTSIDE_FOLDER, detail, resolved_path)
         if not os.path.isfile(real_path):

@@ -137,7 +137,10 @@ class LoadReport:
         if self.skipped:
             text += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) + ")"
         if self.first_skipped:
-            text += "; first skipped: " + ", ".join(f"#{s.index} {s.reason}" for s in self.first_skipped)
+            # the first few with their detail (which file, why), so the log names the bad input itself
+            shown = [f"#{s.index} {s.reason}" + (f" ({s.detail[:160]})" if s.detail and i < 3 else "")
+                     for i, s in enumerate(self.first_skipped)]
+            text += "; first skipped: " + ", ".join(shown)
         return text
 
 

@@ -191,11 +191,13 @@ def _category(spec: BenchmarkSpec, row: Mapping[str, Any]) -> str | None:
 
 
 def load_benchmark(
-    spec: BenchmarkSpec, max_rows: int | None = None, cache_dir: str | None = None, source: Any = None
+    spec: BenchmarkSpec, max_rows: int | None = None, cache_dir: str | None = None, source: Any = None,
+    allow_images_outside: bool = False,
 ) -> LoadedBenchmark:
     """Rows of `spec` (the first `max_rows` source rows), checked by corl.data and ready to ask.
 
     source: load from this instead of spec.source (a Dataset, a path; used by tests and --data).
+    allow_images_outside: read image paths outside the data's own folder (refused by default).
     """
     from corl.data import load_rows
 
@@ -209,7 +211,8 @@ def load_benchmark(
     skipped: dict[str, int] = {}
     for qtype in types:
         loaded = load_rows(
-            src, split=spec.split, column_map=spec.column_map, task=qtype, limit=max_rows, cache_dir=cache_dir
+            src, split=spec.split, column_map=spec.column_map, task=qtype, limit=max_rows, cache_dir=cache_dir,
+            allow_images_outside=allow_images_outside,
         )
         for reason, count in loaded.report.skipped.items():
             if reason == "wrong_question_type" and len(types) > 1:

@@ -96,7 +96,13 @@ def _wanted(filename: str) -> bool:
 
 
 def _is_local(name: str) -> bool:
-    return Path(name).expanduser().exists()
+    """A path on this machine (present or not: the loaders name a missing one), not a hub id."""
+    import glob
+
+    if "://" in name:  # a URL (LPIPS's backbone)
+        return False
+    return (Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+            or glob.has_magic(name) or Path(name).suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".arrow"})
 
 
 def assets_of(cfg: CorlConfig) -> list[Asset]:

@@ -38,7 +38,7 @@ def test_plan_without_memory_prints_the_table_only(capsys):
 
 def test_plan_rejects_bad_device_counts(capsys):
     assert main(["plan", "janus-pro-1b/paper/unified", "--gpus", "0"]) == 2
-    assert "--gpus must be >= 1" in capsys.readouterr().err
+    assert "--gpus: must be >= 1" in capsys.readouterr().err
 
 
 def test_train_refuses_a_run_that_cannot_fit_before_writing_anything(tmp_path, monkeypatch, capsys):
