@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import huggingface_hub
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from corl.cli import main
 from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
@@ -85,6 +87,14 @@ class Fuzz:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
         return path
+
+    @staticmethod
+    def png(seed: int = 0, size: int = 24) -> bytes:
+        """A real PNG of random pixels (random, so its compressed stream is long enough to cut short)."""
+        pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        return buffer.getvalue()
 
     def protect(self, *paths: Path) -> None:
         """Files (or every file below a folder) whose bytes the case must leave as they are."""

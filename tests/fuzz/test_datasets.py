@@ -4,22 +4,15 @@ paths that leave the dataset's folder or point at the network are never read."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 
-import numpy as np
 import pytest
 from PIL import Image
 
 RECIPE = "shapes-tiny/oe"
 
 
-def png(seed: int = 0, size: int = 24) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def rows_file(fuzz, rows: list[dict], name: str = "data/train.jsonl", good: int = 4):
@@ -27,7 +20,7 @@ def rows_file(fuzz, rows: list[dict], name: str = "data/train.jsonl", good: int 
     `category` column the shipped recipe spreads its batches over (data.stratify_by)."""
     rows = [{**row, "category": "counting"} for row in rows]
     for i in range(good):
-        fuzz.write(f"data/images/good{i}.png", png(i))
+        fuzz.write(f"data/images/good{i}.png", fuzz.png(i))
     usable = [{"image": f"images/good{i}.png", "question": f"How many shapes? ({i})", "solution": "two",
                "category": "counting"} for i in range(good)]
     return fuzz.write(name, "".join(json.dumps(row) + "\n" for row in usable + rows))
@@ -100,40 +93,40 @@ SKIPPED_ROWS = [
 
 @pytest.mark.parametrize(("case", "row", "reason"), SKIPPED_ROWS, ids=[c for c, _, _ in SKIPPED_ROWS])
 def test_bad_row_is_skipped_and_counted(fuzz, case, row, reason):
-    fuzz.write("outside.png", png(9))
+    fuzz.write("outside.png", fuzz.png(9))
     result = train(fuzz, rows_file(fuzz, [row]))
     fuzz.skipped(result, "skipped 1 of 5 rows", reason)
     assert (fuzz.tmp / "run" / "checkpoint-1" / "model.safetensors").is_file()
 
 
-BAD_IMAGES = {
-    "garbage": os.urandom(300),
-    "truncated": png(3, size=64)[:200],
-    "empty": b"",
-    "text": b"not an image at all\n",
+BAD_IMAGES = {  # kind -> the file's bytes
+    "garbage": lambda fuzz: os.urandom(300),
+    "truncated": lambda fuzz: fuzz.png(3, size=64)[:200],
+    "empty": lambda fuzz: b"",
+    "text": lambda fuzz: b"not an image at all\n",
 }
 
 
 @pytest.mark.parametrize("kind", list(BAD_IMAGES))
 def test_unreadable_image_row_is_skipped(fuzz, kind):
-    fuzz.write(f"data/images/{kind}.png", BAD_IMAGES[kind])
+    fuzz.write(f"data/images/{kind}.png", BAD_IMAGES[kind](fuzz))
     result = train(fuzz, rows_file(fuzz, [{"image": f"images/{kind}.png", "question": "q?", "solution": "t"}]))
     fuzz.skipped(result, "skipped 1 of 5 rows", "empty_image_file" if kind == "empty" else "unreadable_image")
 
 
 def test_decompression_bomb_row_is_skipped(fuzz, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # a 48 x 48 image then counts as a bomb
-    fuzz.write("data/images/bomb.png", png(4, size=48))
+    fuzz.write("data/images/bomb.png", fuzz.png(4, size=48))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
     rows = [{"image": "images/bomb.png", "question": "q?", "solution": "t"}]
     source = rows_file(fuzz, rows)
     for i in range(4):  # the usable rows must stay under the limit: 12 x 12
-        fuzz.write(f"data/images/good{i}.png", png(i, size=12))
+        fuzz.write(f"data/images/good{i}.png", fuzz.png(i, size=12))
     fuzz.skipped(train(fuzz, source), "skipped 1 of 5 rows", "too large")
 
 
 def test_symlink_leading_out_of_the_folder_is_skipped_unread(fuzz):
-    secret = fuzz.write("secret.png", png(7))
+    secret = fuzz.write("secret.png", fuzz.png(7))
     (fuzz.tmp / "data" / "images").mkdir(parents=True)
     os.symlink(secret, fuzz.tmp / "data" / "images" / "link.png")
     source = rows_file(fuzz, [{"image": "images/link.png", "question": "q?", "solution": "t"}])
@@ -141,7 +134,7 @@ def test_symlink_leading_out_of_the_folder_is_skipped_unread(fuzz):
 
 
 def test_outside_images_are_read_when_the_recipe_allows(fuzz):
-    fuzz.write("outside.png", png(9))
+    fuzz.write("outside.png", fuzz.png(9))
     source = rows_file(fuzz, [{"image": "../outside.png", "question": "q?", "solution": "two"}])
     result = fuzz.expect_ok(train(fuzz, source, "data.allow_images_outside=true"))
     assert "image_outside_dataset_folder" not in result.text

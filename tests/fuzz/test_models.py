@@ -14,11 +14,6 @@ import pytest
 from PIL import Image
 
 
-def png(seed: int = 0, size: int = 24) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def model_copy(fuzz, name: str = "model"):
@@ -28,7 +23,7 @@ def model_copy(fuzz, name: str = "model"):
 
 
 def answer(fuzz, model, image=None):
-    image = image or fuzz.write("picture.png", png(1))
+    image = image or fuzz.write("picture.png", fuzz.png(1))
     return fuzz.run("answer", "--image", image, "--question", "How many shapes?", "--model", model,
                     "--max-new-tokens", "4")
 
@@ -106,24 +101,23 @@ def test_train_with_a_foreign_model_stops_before_loading(fuzz):
 
 # -------------------------------------------------------------------------------- images to answer
 
-BAD_IMAGES = {
-    "garbage.png": (os.urandom(500), "garbage.png"),
-    "truncated.png": (png(2, size=64)[:300], "truncated.png"),
-    "empty.png": (b"", "empty.png"),
-    "notes.txt": (b"a text file\n", "notes.txt"),
-    "fake.jpg": (b"\xff\xd8\xff\xe0" + os.urandom(100), "fake.jpg"),
+BAD_IMAGES = {  # file name -> its bytes
+    "garbage.png": lambda fuzz: os.urandom(500),
+    "truncated.png": lambda fuzz: fuzz.png(2, size=64)[:300],
+    "empty.png": lambda fuzz: b"",
+    "notes.txt": lambda fuzz: b"a text file\n",
+    "fake.jpg": lambda fuzz: b"\xff\xd8\xff\xe0" + os.urandom(100),
 }
 
 
 @pytest.mark.parametrize("name", list(BAD_IMAGES))
 def test_answer_refuses_an_unreadable_image(fuzz, name):
-    data, names = BAD_IMAGES[name]
-    fuzz.expect_error(answer(fuzz, fuzz.model, fuzz.write(name, data)), names)
+    fuzz.expect_error(answer(fuzz, fuzz.model, fuzz.write(name, BAD_IMAGES[name](fuzz))), name)
 
 
 def test_answer_refuses_a_decompression_bomb(fuzz, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    fuzz.expect_error(answer(fuzz, fuzz.model, fuzz.write("bomb.png", png(3, size=40))), ("bomb.png", "too large"))
+    fuzz.expect_error(answer(fuzz, fuzz.model, fuzz.write("bomb.png", fuzz.png(3, size=40))), ("bomb.png", "too large"))
 
 
 def test_answer_refuses_a_folder_as_image(fuzz):
@@ -143,7 +137,7 @@ def test_answer_reads_rgba_and_grayscale_images(fuzz):
 
 def test_answer_cuts_an_over_long_question_and_says_so(fuzz):
     question = "Count the red circles and the blue squares in the picture. " * 400  # ~10k characters
-    result = fuzz.ok("answer", "--image", fuzz.write("p.png", png(4)), "--question", question,
+    result = fuzz.ok("answer", "--image", fuzz.write("p.png", fuzz.png(4)), "--question", question,
                      "--model", fuzz.model, "--max-new-tokens", "4")
     assert "too long for the model" in result.text and "cut" in result.text
 
