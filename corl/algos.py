@@ -193,15 +193,70 @@ def unified_advantages(
     stats = {f"t2i/{k}": v for k, v in stats_t2i.items()}
     stats.update({f"mm2t/{k}": v for k, v in stats_mm2t.items()})
 
+    own_t2i, own_mm2t = adv_t2i, adv_mm2t
     if mode == "joint_reward":
         joint = r_t2i + lam * r_mm2t  # NaN if either is missing -> row missing
         adv_joint, stats_joint = group_advantages(joint, num_generations, scale_rewards, eps)
         stats.update({f"joint/{k}": v for k, v in stats_joint.items()})
         adv_t2i, adv_mm2t = adv_joint, adv_joint.clone()
+        terms = (r_t2i, lam * r_mm2t)  # what the image tokens' advantage is made of
     elif mode == "joint_advantage":
         adv_joint = adv_t2i + lam * adv_mm2t
         adv_t2i, adv_mm2t = adv_joint, adv_joint.clone()
+        terms = (own_t2i, lam * own_mm2t)
+    else:
+        terms = (r_t2i, torch.zeros_like(r_mm2t))
+    stats.update(advantage_attribution(r_t2i, r_mm2t, adv_t2i, adv_mm2t, terms, num_generations))
     return adv_t2i, adv_mm2t, stats
+
+
+def _within_group(values: torch.Tensor, valid: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """[B, G] deviations from each group's mean over its valid rows (0 at invalid rows)."""
+    v = torch.where(valid, values, torch.zeros_like(values)).view(-1, num_generations).double()
+    m = valid.view(-1, num_generations)
+    mean = v.sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1)
+    return torch.where(m, v - mean, torch.zeros_like(v))
+
+
+def _pooled_corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Correlation of two [B, G] sets of within-group deviations, pooled over groups (NaN without spread)."""
+    denominator = (a.pow(2).sum() * b.pow(2).sum()).sqrt()
+    return float((a * b).sum() / denominator) if denominator > 0 else math.nan
+
+
+def advantage_attribution(
+    r_t2i: torch.Tensor, r_mm2t: torch.Tensor, adv_t2i: torch.Tensor, adv_mm2t: torch.Tensor,
+    terms: tuple[torch.Tensor, torch.Tensor], num_generations: int,
+) -> dict[str, float]:
+    """What the unified stage's advantages are made of, measured within groups (rows valid in both tasks).
+
+    terms: ([B*G], [B*G]) the t2i and mm2t parts whose sum the image tokens' advantage normalizes
+        (joint_reward: R_t2i and lam * R_mm2t; joint_advantage: A_t2i and lam * A_mm2t; separate: R_t2i, 0).
+    Returns (plain floats):
+        attrib/t2i_share: the share of the within-group variance of that sum due to the t2i part,
+            cov(x_t2i, x_t2i + x_mm2t) / var(x_t2i + x_mm2t) per group, averaged over groups with spread
+            (every group weighs the same, as its normalized advantages do); attrib/mm2t_share = 1 - it.
+        attrib/t2i_spread, attrib/mm2t_spread: mean within-group std of R_t2i and R_mm2t.
+        attrib/corr_t2i_adv: within-group correlation of R_t2i with the image tokens' advantage;
+        attrib/corr_mm2t_adv: of R_mm2t with the answer tokens' advantage.
+    """
+    valid = ~torch.isnan(r_t2i) & ~torch.isnan(r_mm2t)
+    d_t, d_m = _within_group(r_t2i, valid, num_generations), _within_group(r_mm2t, valid, num_generations)
+    x_t, x_m = (_within_group(t, valid, num_generations) for t in terms)
+    total = x_t + x_m
+    var_total = total.pow(2).sum(dim=1)  # [B]
+    spread = var_total > 1e-12
+    shares = (x_t * total).sum(dim=1)[spread] / var_total[spread]
+    n = valid.view(-1, num_generations).sum(dim=1).clamp(min=2) - 1  # [B] unbiased std denominators
+    t2i_share = float(shares.mean()) if shares.numel() else math.nan
+    return {
+        "attrib/t2i_share": t2i_share,
+        "attrib/mm2t_share": 1.0 - t2i_share if shares.numel() else math.nan,
+        "attrib/t2i_spread": float((d_t.pow(2).sum(dim=1) / n).sqrt().mean()),
+        "attrib/mm2t_spread": float((d_m.pow(2).sum(dim=1) / n).sqrt().mean()),
+        "attrib/corr_t2i_adv": _pooled_corr(d_t, _within_group(adv_t2i, valid, num_generations)),
+        "attrib/corr_mm2t_adv": _pooled_corr(d_m, _within_group(adv_mm2t, valid, num_generations)),
+    }
 
 
 # --------------------------------------------------------------------------------------------------

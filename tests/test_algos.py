@@ -384,3 +384,31 @@ def test_chunk_weight_hand_values() -> None:
     assert chunk_weight("dapo", chunk, mask, True) == 1.0
     with pytest.raises(ValueError, match="loss_type"):
         chunk_weight("cispo", chunk, mask, True)
+
+
+def test_advantage_attribution_by_hand():
+    """One group of 2: R_t2i = [0, 2], R_mm2t = [0, 1], lambda 1. Joint deviations: t2i [-1, 1], mm2t
+    [-0.5, 0.5], sum [-1.5, 1.5]; the t2i part's share is cov(x_t, sum) / var(sum) = 3 / 4.5 = 2/3."""
+    _, _, stats = unified_advantages([0.0, 2.0], [0.0, 1.0], 2, mode="joint_reward", lam=1.0)
+    assert stats["attrib/t2i_share"] == pytest.approx(2 / 3)
+    assert stats["attrib/mm2t_share"] == pytest.approx(1 / 3)
+    assert stats["attrib/t2i_spread"] == pytest.approx(2**0.5)  # unbiased std of [0, 2]
+    assert stats["attrib/mm2t_spread"] == pytest.approx(0.5**0.5)
+    assert stats["attrib/corr_t2i_adv"] == pytest.approx(1.0)
+
+
+def test_advantage_attribution_sees_the_answer_reward_drive_the_image_advantage():
+    """A tiny image spread beside a large answer spread: under joint_reward the image tokens' advantage
+    follows the answers (t2i share near 0); under separate it is the image reward's alone (share 1)."""
+    r_t2i = [0.50, 0.52, 0.49, 0.51]
+    r_mm2t = [0.0, 1.6, 1.6, 0.0]
+    _, _, joint = unified_advantages(r_t2i, r_mm2t, 4, mode="joint_reward", lam=0.8)
+    _, _, separate = unified_advantages(r_t2i, r_mm2t, 4, mode="separate", lam=0.8)
+    assert joint["attrib/t2i_share"] < 0.01 and separate["attrib/t2i_share"] == 1.0
+    assert separate["attrib/corr_t2i_adv"] == pytest.approx(1.0, abs=1e-3)
+    assert abs(joint["attrib/corr_t2i_adv"]) < 0.5
+
+
+def test_advantage_attribution_without_spread_is_nan():
+    _, _, stats = unified_advantages([0.0, 1.0], [1.0, 0.0], 2, mode="joint_reward", lam=1.0)  # joint [1, 1]
+    assert math.isnan(stats["attrib/t2i_share"]) and math.isnan(stats["attrib/mm2t_share"])
