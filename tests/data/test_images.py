@@ -145,8 +145,8 @@ def test_paths_outside_the_confining_folder_are_refused_unread(tmp_path, image_d
         check = inspect_image(value, image_root=folder, confine_to=folder)
         assert check.reason == IMAGE_OUTSIDE_FOLDER, value
         assert check.detail == (
-            f"{named} lies outside the dataset folder {folder}; set data.allow_images_outside=true in the "
-            "recipe to read it"
+            f"{named} lies outside the dataset folder {folder}; to read it, set data.allow_images_outside=true "
+            "in the recipe (corl eval: --allow-images-outside)"
         )
         with pytest.raises(ImageDecodeError) as info:
             to_rgb_image(value, image_root=folder, confine_to=folder)
