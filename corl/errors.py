@@ -15,3 +15,8 @@ class WriteFailed(RunFailed, OSError):
 
 class DiskFull(WriteFailed):
     """WriteFailed because the device holding the output folder is full."""
+
+
+class MissingPackage(ImportError):
+    """An optional package (a corl extra) that the run's settings ask for is not installed; the message
+    names what to install. The user's to fix, unlike an ImportError from inside a library."""

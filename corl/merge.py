@@ -45,8 +45,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 if TYPE_CHECKING:
     import torch
 
@@ -311,7 +309,7 @@ def merge_checkpoints(
         raise ValueError(f"lam must be > 0, got {lam}")
     out_path = Path(out).expanduser()
     if out_path.exists() and not overwrite:
-        raise ValueError(f"output {out_path} already exists (pass --overwrite to replace it)")
+        raise ValueError(f"output {out_path} already exists (pass --force to replace it)")
     ckpt_a, ckpt_b = Checkpoint(a), Checkpoint(b)
     ckpt_base = Checkpoint(base) if base is not None else None
     named = {"A": ckpt_a, "B": ckpt_b} | ({"base": ckpt_base} if ckpt_base is not None else {})
@@ -333,6 +331,8 @@ def merge_checkpoints(
     tmp.mkdir()
     inside_weighted, float_entries = 0.0, 0
     try:
+        from tqdm.auto import tqdm  # here: `corl --help` imports this module for METHODS
+
         progress = tqdm(total=len(ckpt_a.weight_map), desc=f"corl merge ({method})", unit="tensor")
         for file_name, keys in _iter_shards(ckpt_a):
             merged: dict[str, Any] = {}
@@ -361,7 +361,7 @@ def merge_checkpoints(
     finally:
         for ckpt in named.values():
             ckpt.close()
-    logger.info(
+    logger.debug(  # the report is returned: the caller says what it needs of it (`corl merge` prints it)
         "merged %d tensors (%.2fM parameters) with %s into %s",
         report.n_tensors,
         report.n_parameters / 1e6,

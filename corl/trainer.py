@@ -252,7 +252,7 @@ def check_config_change(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None,
 
 def setup_run(cfg: CorlConfig, out_dir: Path, resume_dir: Path | None, resume_requested: bool = False,
               allow_config_change: bool = False) -> tuple[Run, ckpt.TrainerState | None]:
-    accelerator, param_dtype = build_accelerator(cfg)
+    accelerator, param_dtype = build_accelerator(cfg, out_dir)
     created = not out_dir.exists()
     lock = lock_output(accelerator, out_dir)  # a second live run into this folder stops here, naming the first
     try:
@@ -642,7 +642,7 @@ def _train(cfg: CorlConfig, out_dir: Path, resume: str | Path | bool | None, *, 
     progress = tqdm(total=run.total_steps, initial=start, desc=f"corl {cfg.stage}", disable=not acc.is_main_process,
                     dynamic_ncols=True)
     try:
-        metrics_log = MetricsLogger(out_dir, header, is_main=acc.is_main_process, report_to=cfg.train.report_to,
+        metrics_log = MetricsLogger(out_dir, header, is_main=acc.is_main_process, accelerator=acc,
                                     resume_step=start if state else None, run_config=to_dict(cfg))
         evaluator = ShapesEvaluator(cfg, acc, out_dir)
         batch: StepBatch | None = None
@@ -682,7 +682,7 @@ def _train(cfg: CorlConfig, out_dir: Path, resume: str | Path | bool | None, *, 
             progress.set_postfix({f"R_{t}": f"{row[f'reward/{t}/mean']:.3f}" for t in run.tasks}
                                  | ({"kl": f"{row['kl']:.4f}"} if "kl" in row else {}))
             if cfg.train.sample_steps and done % cfg.train.sample_steps == 0 and acc.is_main_process:
-                write_samples(batch.micro_batches[0], out_dir, done)
+                metrics_log.log_samples(write_samples(batch.micro_batches[0], out_dir, done), done)
 
             at_boundary = done % k == 0
             due = cfg.train.save_steps > 0 and done // cfg.train.save_steps > max(last_saved, 0) // cfg.train.save_steps

@@ -263,3 +263,18 @@ def test_cli_merge(models, tmp_path, capsys):
                 str(tmp_path / "x"),
             ]
         )
+
+
+def test_cli_merge_takes_the_shapes_base_alias(tmp_path, capsys):
+    """'shapes-base' names the Shapes base model in merge as it does in --model and recipes."""
+    out = tmp_path / "alias"
+    assert run_cli(["merge", "--a", "shapes-base", "--b", "shapes-base", "--alpha", "0.3", "--out", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and "merged" in capsys.readouterr().out
+
+
+def test_cli_merge_says_its_result_once(models, tmp_path, capsys, caplog):
+    """The command prints the result; the library does not announce it a second time in the log."""
+    with caplog.at_level("INFO", logger="corl.merge"):
+        assert run_cli(["merge", "--a", str(models["a"]), "--b", str(models["b"]), "--out", str(tmp_path / "m")]) == 0
+    assert capsys.readouterr().out.count("merged ") == 1
+    assert not [r for r in caplog.records if r.levelname == "INFO" and "merged" in r.getMessage()]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from corl.algos import policy_loss
 from corl.rewards import register_function, reward_names, unregister
 from corl.trainer import collect_batch, score_inputs, setup_run, train
-from corl.training.testing import save_tiny_policy, tiny_config
+from corl.training.testing import recording_tracker_class, save_tiny_policy, tiny_config
 from corl.training.tracking import read_metrics
 
 torch.set_num_threads(2)
@@ -360,9 +360,14 @@ REQUIRED_KEYS = [
 ]
 
 
-def test_metrics_summary_samples_and_config_files(model_dir, tmp_path, capsys):
+def test_metrics_summary_samples_and_config_files(model_dir, tmp_path, capsys, monkeypatch):
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    tracker_class = recording_tracker_class()
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, tracker_class.name, tracker_class)
     out = tmp_path / "run"
     cfg = tiny_config(model_dir, "unified", ["train.max_steps=2", "train.sample_steps=1", "train.log_rollouts=true",
+                                            "train.report_to=[recording]",
                                             "optim.warmup_ratio=0.5", "optim.lr_scheduler=linear",
                                             "train.eval_steps=2", "train.eval_max_rows=2",
                                             # the paper's R_cycle (both halves are logged)
@@ -396,6 +401,14 @@ def test_metrics_summary_samples_and_config_files(model_dir, tmp_path, capsys):
     # In-training evaluation on the held-out Shapes split at step 2 only.
     assert "eval/t2i.overall" in rows[1] and not any(k.startswith("eval/") for k in rows[0])
     assert json.loads((out / "eval" / "step-000002.json").read_text())["settings"]["n_rows"] == 2
+    # train.report_to: the tracker got the config, every logged row, and each step's sheet and answers
+    tracker = tracker_class.last
+    assert tracker.config["stage"] == "unified" and tracker.finished
+    assert [step for step, _ in tracker.scalars] == [1, 2]
+    assert tracker.scalars[1][1]["reward/t2i/mean"] == pytest.approx(rows[1]["reward/t2i/mean"])
+    assert [(step, list(images)) for step, images in tracker.images] == [(1, ["samples/t2i"]), (2, ["samples/t2i"])]
+    assert [(step, name, len(data)) for step, name, _, data in tracker.tables] == [
+        (step, "samples/mm2t", len(answers) * cfg.rollout.num_generations) for step in (1, 2)]
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg, out)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import logging
 import sys
 
-from corl.errors import RunFailed
+from corl.cli.logs import setup_logging
+from corl.errors import MissingPackage, RunFailed
 
 # Order here is the order `corl --help` lists the commands in.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -65,7 +65,7 @@ def _add_debug_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
 
 # Errors that are the user's to fix (a bad value, a missing file, a damaged run): one line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, KeyError, RunFailed)
+               PermissionError, KeyError, RunFailed, MissingPackage)
 
 
 def _check_argv(argv: list[str]) -> None:
@@ -103,16 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or argparse's one-line usage error
         return exit_.code if isinstance(exit_.code, int) else 2
     args.verbose = args.verbose or args.debug
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     if getattr(args, "func", None) is None:
         # `corl` alone or `corl shapes` alone: show the relevant help instead of a traceback.
         (getattr(args, "_parser", None) or parser).print_help()
         return 2
     try:
+        _apply_threads(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if args.debug:
@@ -132,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _close_process_group()
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    """A compute command's `--threads` (corl.cli.argtypes.add_threads_argument): the given number, else
+    the cores this process may use."""
+    if not hasattr(args, "threads"):
+        return
+    import torch
+
+    from corl.cli.argtypes import machine_threads
+
+    torch.set_num_threads(args.threads or machine_threads())
 
 
 def _close_process_group() -> None:

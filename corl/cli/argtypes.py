@@ -47,3 +47,20 @@ def nonempty_text(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def machine_threads() -> int:
+    """CPU cores this process may run on (its affinity: a container's or taskset's limit, not the host's)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """`--threads N` of a compute command (corl.cli.main applies it before the command runs)."""
+    shown = default if default is not None else "this machine's cores"
+    parser.add_argument("--threads", type=positive_int, default=default,
+                        help=f"torch CPU threads (default: {shown}); lower it on a shared machine")

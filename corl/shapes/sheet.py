@@ -62,5 +62,5 @@ def make_sample_sheet(dataset_split: Dataset, n: int, out_path: str | Path) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    logger.info("wrote a sheet of %d samples to %s", n, out)
+    logger.debug("wrote a sheet of %d samples to %s", n, out)  # the path is returned: the caller says it
     return out

