@@ -159,6 +159,7 @@ def unified_advantages(
     lam: float = 0.8,
     scale_rewards: str | bool = "group",
     eps: float = 1e-4,
+    task_scale: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Advantages for CoRL's unified stage 1, where row i of prompt b holds image i (t2i) and answer i (mm2t).
 
@@ -174,6 +175,8 @@ def unified_advantages(
             "separate": adv_t2i = A_t2i, adv_mm2t = A_mm2t.
         lam: lambda, weight of the understanding reward (paper: 0.8).
         scale_rewards, eps: as in :func:`group_advantages`, applied to every group computation.
+        task_scale: joint_reward only. "group": each task's rewards become within-group z-scores
+            (r - group mean) / (group std + eps) before the joint sum; "none": the raw rewards (paper).
 
     Returns:
         adv_t2i [B*G], adv_mm2t [B*G] (float32; the same values in the joint modes) and stats with
@@ -194,12 +197,19 @@ def unified_advantages(
     stats.update({f"mm2t/{k}": v for k, v in stats_mm2t.items()})
 
     own_t2i, own_mm2t = adv_t2i, adv_mm2t
+    if task_scale not in ("none", "group"):
+        raise ValueError(f"task_scale must be 'none' or 'group', got {task_scale!r}")
     if mode == "joint_reward":
-        joint = r_t2i + lam * r_mm2t  # NaN if either is missing -> row missing
+        part_t2i, part_mm2t = r_t2i, r_mm2t
+        if task_scale == "group":  # z-scores; a zero-spread group contributes 0, a missing reward stays NaN
+            part_t2i = torch.where(torch.isnan(r_t2i), r_t2i, group_advantages(r_t2i, num_generations, "group", eps)[0])
+            part_mm2t = torch.where(torch.isnan(r_mm2t), r_mm2t,
+                                    group_advantages(r_mm2t, num_generations, "group", eps)[0])
+        joint = part_t2i + lam * part_mm2t  # NaN if either is missing -> row missing
         adv_joint, stats_joint = group_advantages(joint, num_generations, scale_rewards, eps)
         stats.update({f"joint/{k}": v for k, v in stats_joint.items()})
         adv_t2i, adv_mm2t = adv_joint, adv_joint.clone()
-        terms = (r_t2i, lam * r_mm2t)  # what the image tokens' advantage is made of
+        terms = (part_t2i, lam * part_mm2t)  # what the image tokens' advantage is made of
     elif mode == "joint_advantage":
         adv_joint = adv_t2i + lam * adv_mm2t
         adv_t2i, adv_mm2t = adv_joint, adv_joint.clone()

@@ -35,6 +35,7 @@ STAGES = ("unified", "t2i", "mc", "oe", "mm2t")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS_MODES = ("group", "batch", "none")
 UNIFIED_MODES = ("joint_reward", "joint_advantage", "separate")
+UNIFIED_TASK_SCALES = ("none", "group")
 # Janus-Pro's classifier-free guidance weight for image sampling (rollouts, evaluation, `corl generate`).
 DEFAULT_CFG_WEIGHT = 5.0
 # Rewards whose halves of the cycle need a captioner / the real image (`rewards.t2i_reward_funcs` names).
@@ -157,6 +158,10 @@ class GRPOConfig:
                            "advantage for both (paper); joint_advantage: A = A_t2i + lambda A_mm2t; separate.",
                            UNIFIED_MODES)
     unified_lambda: float = _f(0.8, "lambda weighting the understanding side in the unified modes.")
+    unified_task_scale: str = _f("none", "Unified joint_reward only. group: each task's rewards are scaled to unit "
+                                 "within-group spread (z-scores per prompt) before R_t2i + lambda R_mm2t, so "
+                                 "the task with the larger spread does not decide both tasks' advantage "
+                                 "alone. none: the raw sum (the paper).", UNIFIED_TASK_SCALES)
 
 
 @dataclass

@@ -416,7 +416,8 @@ def assign_advantages(run: Run, micro_batch: MicroBatch) -> None:
     if run.cfg.stage == "unified":
         t2i, mm2t = micro_batch.tasks[T2I], micro_batch.tasks[MM2T]
         adv_t2i, adv_mm2t, stats = unified_advantages(
-            t2i.rewards, mm2t.rewards, group, mode=g.unified_mode, lam=g.unified_lambda, scale_rewards=g.scale_rewards
+            t2i.rewards, mm2t.rewards, group, mode=g.unified_mode, lam=g.unified_lambda, scale_rewards=g.scale_rewards,
+            task_scale=g.unified_task_scale,
         )
         t2i.advantages, mm2t.advantages = adv_t2i.to(device), adv_mm2t.to(device)
         joint = "joint/" if g.unified_mode == "joint_reward" else None

@@ -412,3 +412,19 @@ def test_advantage_attribution_sees_the_answer_reward_drive_the_image_advantage(
 def test_advantage_attribution_without_spread_is_nan():
     _, _, stats = unified_advantages([0.0, 1.0], [1.0, 0.0], 2, mode="joint_reward", lam=1.0)  # joint [1, 1]
     assert math.isnan(stats["attrib/t2i_share"]) and math.isnan(stats["attrib/mm2t_share"])
+
+
+def test_task_scale_group_gives_each_task_unit_spread_before_the_joint_sum():
+    """R_t2i spread 0.02, R_mm2t spread 1.6: raw, the answers decide the joint advantage; as z-scores both
+    weigh as lambda says, and the joint equals joint_advantage's up to the group's rescaling."""
+    r_t2i = [0.50, 0.52, 0.49, 0.51]
+    r_mm2t = [0.0, 1.6, 1.6, 0.0]
+    _, _, raw = unified_advantages(r_t2i, r_mm2t, 4, mode="joint_reward", lam=0.8)
+    adv, _, scaled = unified_advantages(r_t2i, r_mm2t, 4, mode="joint_reward", lam=0.8, task_scale="group")
+    assert raw["attrib/t2i_share"] < 0.01 < 0.4 < scaled["attrib/t2i_share"]
+    sum_of_advantages, _, _ = unified_advantages(r_t2i, r_mm2t, 4, mode="joint_advantage", lam=0.8)
+    assert torch.allclose(adv / adv.std(), sum_of_advantages / sum_of_advantages.std(), atol=1e-3)
+    adv_missing, _, _ = unified_advantages([0.5, None, 0.4, 0.6], r_mm2t, 4, task_scale="group")
+    assert adv_missing[1] == 0.0  # a missing reward still masks its row
+    with pytest.raises(ValueError, match="task_scale"):
+        unified_advantages(r_t2i, r_mm2t, 4, task_scale="batch")
