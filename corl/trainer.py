@@ -190,14 +190,14 @@ def resolve_resume(out_dir: Path, resume: str | Path | bool | None, *, lora: boo
     else:
         path = Path(resume)
         if not path.exists():
-            raise FileNotFoundError(f"--resume {path}: no such file or directory; give a checkpoint (OUT/checkpoint-N) "
+            raise FileNotFoundError(f"--resume-from {path}: no such file or directory; give a checkpoint (OUT/checkpoint-N) "
                                     f"or the output folder that holds it")
         if path.is_dir() and ((path / ckpt.STATE_FILE).is_file() or ckpt.checkpoint_step(path) is not None):
             found = path
         else:
             found = ckpt.newest_checkpoint_dir(path) if path.is_dir() else None
             if found is None:
-                raise FileNotFoundError(f"--resume {path}: not a checkpoint directory (no {ckpt.STATE_FILE}) and "
+                raise FileNotFoundError(f"--resume-from {path}: not a checkpoint directory (no {ckpt.STATE_FILE}) and "
                                         f"holds no checkpoint-N")
     ckpt.check_checkpoint(found, lora=lora)
     return found

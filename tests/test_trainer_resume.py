@@ -184,7 +184,7 @@ def test_resume_from_a_damaged_checkpoint_names_the_file_and_the_one_before(mode
     spoil(run_copy / "checkpoint-2" / name)
     before = _files(run_copy)
     expected = (f"{run_copy / 'checkpoint-2' / name} {said}" + r".*" +
-                f": resume from an earlier checkpoint with --resume {run_copy / 'checkpoint-1'}, or start afresh")
+                f": resume from an earlier checkpoint with --resume-from {run_copy / 'checkpoint-1'}, or start afresh")
     for resume in (True, run_copy, run_copy / "checkpoint-2"):  # --resume, --resume OUT, --resume OUT/checkpoint-2
         with pytest.raises(ValueError, match=re.escape(expected).replace(re.escape(".*"), ".*")):
             train(cfg, run_copy, resume=resume)
@@ -210,7 +210,7 @@ def test_a_checkpoint_that_fails_only_when_loaded_is_named_and_the_run_folder_re
     start = data.index(b"\x80\x02")
     data[start + 2: start + 12] = b"\x00" * 10
     path.write_bytes(bytes(data))
-    with pytest.raises(ckpt.DamagedCheckpoint, match=f"{path} is damaged .*--resume {run_copy / 'checkpoint-1'}"):
+    with pytest.raises(ckpt.DamagedCheckpoint, match=f"{path} is damaged .*--resume-from {run_copy / 'checkpoint-1'}"):
         train(cfg, run_copy, resume=True)
     RunLock.acquire(run_copy).release()  # free again
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corl.config import DEFAULT_CFG_WEIGHT
-from corl.cli.argtypes import finite_float, positive_int
+from corl.cli.argtypes import add_threads_argument, finite_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _run_images(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
         cfg_weight=args.cfg,
         seed=args.seed,
         batch_size=args.batch_size,
-        resume=not args.no_resume,
+        resume=not args.force,
     )
     return {
         "suite": args.suite,
@@ -245,7 +245,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--column-map", nargs="*", metavar="CORL=SOURCE", help="mc/oe: column mapping pairs")
     p.add_argument("--allow-images-outside", action="store_true",
                    help="read image paths that lie outside --data's own folder (refused by default)")
-    p.add_argument("--out", required=True, help="results JSON path (written atomically)")
+    p.add_argument("--out", required=True, type=Path, help="results JSON path (written atomically)")
     p.add_argument(
         "--image-dir", default=None, help="geneval/dpg/wise: image output folder; shapes: save images"
     )
@@ -257,7 +257,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8, help="prompts or questions per policy call (8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=512, help="answer length limit (512, the paper's)")
     p.add_argument("--details", action="store_true", help="include per-row details in results.json")
-    p.add_argument("--no-resume", action="store_true", help="geneval/dpg/wise: regenerate existing images")
+    p.add_argument("--force", action="store_true", help="geneval/dpg/wise: redo images that exist already")
+    add_threads_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, fp32, bf16, fp16")
     p.set_defaults(func=_command, _parser=p)

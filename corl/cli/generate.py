@@ -12,7 +12,7 @@ import logging
 import math
 from pathlib import Path
 
-from corl.cli.argtypes import finite_float, nonempty_text, positive_float, positive_int
+from corl.cli.argtypes import add_threads_argument, finite_float, nonempty_text, positive_float, positive_int
 from corl.config import DEFAULT_CFG_WEIGHT
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
+    add_threads_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Text-to-image with classifier-free guidance.",
     )
     generate.add_argument("--prompt", required=True, type=nonempty_text, help="the caption to draw")
-    generate.add_argument("--n", type=positive_int, default=4, help="number of images")
+    generate.add_argument("-n", "--images-per-prompt", type=positive_int, default=4,
+                          help="images to draw (default 4)")
+    generate.add_argument("--raw", action="store_true",
+                          help="tile the images at their own size, edge to edge, without the caption")
     generate.add_argument("--out", type=Path, default=Path("grid.png"), help="output image grid (PNG)")
     generate.add_argument("--cfg", type=finite_float, default=DEFAULT_CFG_WEIGHT,
                           help=f"classifier-free guidance weight (1 = none; default {DEFAULT_CFG_WEIGHT:g})")
@@ -63,26 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sample", dest="greedy", action="store_false", help="sample with --temperature and --seed"
     )
     answer.add_argument("--max-new-tokens", type=positive_int, default=256, help="answer length limit in tokens")
+    answer.add_argument("--raw", action="store_true",
+                        help="print the whole completion (reasoning and tags), not only the answer")
     answer.add_argument(
         "--no-format", action="store_true", help="leave out the <think>/<answer> format instruction"
     )
     _add_model_arguments(answer)
     answer.set_defaults(func=run_answer, _parser=answer)
-
-
-def image_grid(images: list, columns: int | None = None):
-    """Paste equally sized PIL images into one grid image (row-major)."""
-    from PIL import Image
-
-    if not images:
-        raise ValueError("no images to put in a grid")
-    columns = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    width, height = images[0].size
-    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
-    for index, image in enumerate(images):
-        grid.paste(image, ((index % columns) * width, (index // columns) * height))
-    return grid
 
 
 def _load(args):
@@ -105,19 +96,21 @@ def _warn_if_cut(rollout, what: str, limit: int) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    from corl.eval.grading import captioned_grid, image_grid
     from corl.generation.rollout import rollout_images
 
     policy = _load(args)
     limit = prompt_budget(policy, policy.num_image_tokens, "the image's tokens")
     rollout = rollout_images(
-        policy, [args.prompt], group_size=args.n, cfg_weight=args.cfg, seed=args.seed,
+        policy, [args.prompt], group_size=args.images_per_prompt, cfg_weight=args.cfg, seed=args.seed,
         temperature=args.temperature, top_k=args.top_k, max_prompt_length=limit,
     )
     _warn_if_cut(rollout, "prompt", limit)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(rollout.images).save(args.out)
+    if args.raw:  # the model's own pixels, tiled edge to edge
+        image_grid(rollout.images, cols=math.ceil(math.sqrt(len(rollout.images)))).save(args.out)
+    else:
+        captioned_grid(rollout.images, args.prompt).save(args.out)
     print(f"wrote {len(rollout.images)} images of {rollout.images[0].size[0]}px to {args.out}")
     return 0
 
@@ -125,6 +118,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_answer(args: argparse.Namespace) -> int:
     from corl.data.images import to_rgb_image
     from corl.generation.rollout import rollout_text
+    from corl.rewards.accuracy import answer_span
     from corl.policy.prompts import PromptStyle
 
     if not args.image.is_file():
@@ -140,5 +134,6 @@ def run_answer(args: argparse.Namespace) -> int:
         temperature=args.temperature, seed=args.seed, style=style, max_prompt_length=limit,
     )
     _warn_if_cut(rollout, "question", limit)
-    print(rollout.texts[0])
+    completion = rollout.texts[0]
+    print(completion if args.raw else (answer_span(completion, require_answer_tag=False) or completion).strip())
     return 0

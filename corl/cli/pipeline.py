@@ -26,7 +26,36 @@ def finished_checkpoint(stage_dir: Path) -> Path | None:
     if not summary_path.is_file():
         return None
     final = read_json(summary_path).get("final_checkpoint")
-    return Path(final) if final and Path(final).is_dir() else None
+    if not final:
+        return None
+    # A moved or copied run folder: the checkpoint is found by its name inside the stage folder.
+    for candidate in (stage_dir / Path(final).name, Path(final)):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+RUN_SETTINGS = "run.json"
+
+
+def check_settings(out: Path, settings: dict[str, Any], force: bool) -> bool:
+    """Record what a pipeline in `out` is run with (OUT/run.json). A folder run before with other settings
+    is refused, naming each difference, unless `force`; returns True when earlier results must be redone
+    (force over an earlier run), False when the run starts or continues as it was."""
+    path = out / RUN_SETTINGS
+    before = read_json(path) if path.is_file() else None
+    redo = before is not None and (force or before != settings)
+    if before is not None and before != settings and not force:
+        keys = sorted(set(before) | set(settings))
+        listed = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in keys
+                           if before.get(k) != settings.get(k))
+        raise ValueError(f"{out} was run with other settings ({listed}); run it with the same settings to "
+                         "continue it, choose a new --out, or pass --force to redo it with these")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return redo
 
 
 def train_stage(recipe: Path, stage_dir: Path, overrides: list[str]) -> Path:

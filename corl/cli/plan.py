@@ -21,6 +21,8 @@ def run_plan(args: argparse.Namespace) -> int:
         raise ValueError(f"--gpu-memory must be > 0 GB, got {args.gpu_memory}")
     cfg = load_config(resolve_recipe(args.recipe), args.overrides)
     memory = None if args.gpu_memory is None else int(args.gpu_memory * GiB)
+    if args.device not in ("cuda", "cpu"):
+        raise ValueError(f"--device must be cuda or cpu for a plan, got {args.device!r}")
     plan = plan_run(cfg, Devices(args.device, args.gpus, memory))
     print(f"{args.recipe} (stage {cfg.stage}, {cfg.model.name_or_path})")
     print(plan.table())
@@ -39,6 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", type=positive_int, default=1, help="processes (one per GPU) the run is launched with")
     p.add_argument("--gpu-memory", type=positive_float, default=None, metavar="GB",
                    help="memory of one device in GiB (e.g. 80 for an H100); without it, only the table")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="device type the run uses (sets the recipes' auto dtypes)")
+    p.add_argument("--device", default="cuda",
+                   help="device type the run uses, cuda or cpu (sets the recipes' auto dtypes; default cuda)")
     p.set_defaults(func=run_plan, _parser=p)

@@ -34,7 +34,9 @@ def run_prefetch(args: argparse.Namespace) -> int:
     from corl.training.assets import assets_of, fetch
 
     names = [a for a in args.recipes if "=" not in a]
-    overrides = [a for a in args.recipes if "=" in a] + list(args.overrides)
+    overrides = [a for a in args.recipes if "=" in a]  # key=value overrides among the recipe names
+    if not names:
+        raise ValueError("name at least one recipe (key=value overrides apply to the recipes named)")
     assets = []
     for path in recipe_files(names):
         for asset in assets_of(load_config(path, overrides)):
@@ -70,6 +72,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("recipes", nargs="+", help="recipe files, shipped names or recipe folders (janus-pro-1b/paper); "
                    "key=value overrides may follow")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=argparse.SUPPRESS)
     p.set_defaults(func=run_prefetch, _parser=p)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
-from corl.cli.argtypes import positive_int
+
+from corl.cli.argtypes import add_threads_argument, positive_int
 from corl.cli.pipeline import read_json
 
 logger = logging.getLogger(__name__)
@@ -67,9 +69,15 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from corl.cli.pipeline import train_stage
     from corl.merge import merge_checkpoints
 
+    from corl.cli.pipeline import check_settings
+
     recipes = family_recipes(args.family)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    settings = {"family": args.family, "overrides": list(args.overrides), "geneval": args.geneval,
+                "dpg": args.dpg, "wise": args.wise, "benchmark": list(args.benchmark), "max_rows": args.max_rows}
+    if check_settings(out, settings, args.force):  # --force over an earlier run: redo every part
+        for part in (*("unified", *REFINED_STAGES), "merged-mc-oe", "eval", "plots"):
+            shutil.rmtree(out / part, ignore_errors=True)
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn, *fn_args, **fn_kwargs):
@@ -89,7 +97,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     checkpoints["merged"] = merged
 
     evals: dict[str, Any] = {}
-    limit = ["--max-rows", str(args.max_eval_rows)] if args.max_eval_rows else []
+    limit = ["--max-rows", str(args.max_rows)] if args.max_rows else []
     for suite in IMAGE_SUITES:
         data = getattr(args, suite)
         if data:
@@ -153,8 +161,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wise", default=None, metavar="PATH", help="WISE prompt json file or folder")
     p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
                    help="MC / OE benchmark of the merged model: mmstar, mmmu, pope or a benchmark YAML (repeatable)")
-    p.add_argument("--max-eval-rows", type=positive_int, default=None, help="at most this many prompts / questions per "
+    p.add_argument("--max-rows", type=positive_int, default=None, help="at most this many prompts / questions per "
                    "evaluation (default: all)")
+    p.add_argument("--force", action="store_true", help="redo a folder run before with other settings (its "
+                   "stages, merge and evaluations are deleted first)")
+    add_threads_argument(p)
     from corl.cli.train import _IntermixedParser
 
     p.__class__ = _IntermixedParser

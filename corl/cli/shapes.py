@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from corl.shapes.dataset_defaults import DEFAULT_IMAGE_SIZE, DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
-from corl.cli.argtypes import positive_int
+from corl.cli.argtypes import add_threads_argument, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser("show", help="write a PNG sheet of samples from a built dataset",
                           description="Render n samples (image, caption, question, solution) to a PNG.")
-    show.add_argument("--data", required=True, type=Path, help="directory written by `corl shapes build`")
+    show.add_argument("--data", required=True, help="directory written by `corl shapes build`")
     show.add_argument("--out", type=Path, default=Path("shapes_sheet.png"),
                       help="output PNG path (default shapes_sheet.png)")
-    show.add_argument("--n", type=positive_int, default=16, help="number of samples on the sheet (default 16)")
+    show.add_argument("--max-rows", type=positive_int, default=16,
+                      help="rows on the sheet, the first of the split (default 16)")
     show.add_argument("--split", default="train", help="split to show: train or test (default train)")
     show.set_defaults(func=run_show, _parser=show)
 
@@ -71,12 +72,13 @@ def run_show(args: argparse.Namespace) -> int:
 
     from corl.shapes.sheet import make_sample_sheet
 
-    if not args.data.exists():
+    data = Path(args.data)
+    if not data.exists():
         raise FileNotFoundError(f"no dataset at {args.data} (build one with `corl shapes build`)")
     ds = load_from_disk(str(args.data))
     if args.split not in ds:
         raise KeyError(f"split {args.split!r} not in dataset; available: {', '.join(ds)}")
-    out = make_sample_sheet(ds[args.split], args.n, args.out)
+    out = make_sample_sheet(ds[args.split], args.max_rows, args.out)
     print(f"wrote {out}")
     return 0
 
@@ -96,8 +98,7 @@ def add_make_base_parser(shapes_subparsers: argparse._SubParsersAction) -> argpa
     parser.add_argument("--seed", type=int, default=0, help="recipe seed: weights and training data (default 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke version: tiny model, a few steps, seconds; its numbers mean nothing")
-    parser.add_argument("--threads", type=positive_int, default=2,
-                        help="torch CPU threads for the build; results are reproducible for a fixed value (default 2)")
+    add_threads_argument(parser, default=2)  # the build is bit-reproducible for a fixed thread count
     parser.set_defaults(func=run_make_base, _parser=parser)
     return parser
 

@@ -1,4 +1,4 @@
-"""`corl train RECIPE --out DIR [key=value ...] [--resume [PATH]]`: run one CoRL stage.
+"""`corl train RECIPE --out DIR [key=value ...] [--resume | --resume-from CHECKPOINT]`: run one CoRL stage.
 
 The same command runs in one process and under `accelerate launch` (DDP and friends; configs in
 recipes/accelerate/), e.g.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from corl.cli.argtypes import add_threads_argument
+
 AUTO = "auto"
 
 
@@ -22,7 +24,8 @@ def run_train(args: argparse.Namespace) -> int:
     from corl.trainer import train
 
     cfg = load_config(resolve_recipe(args.recipe), args.overrides)
-    result = train(cfg, args.out, resume=args.resume, allow_config_change=args.allow_config_change)
+    resume = args.resume_from if args.resume_from is not None else (AUTO if args.resume else None)
+    result = train(cfg, args.out, resume=resume, allow_config_change=args.allow_config_change)
     return 0 if result.final_checkpoint is not None else 1
 
 
@@ -52,11 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", help="recipe file or shipped name, e.g. shapes-tiny/unified or janus-pro-1b/paper/t2i")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. grpo.beta=0.02 train.max_steps=5")
     p.add_argument("--out", required=True, type=Path, help="output directory of the run")
-    p.add_argument("--resume", nargs="?", const=AUTO, default=None, metavar="PATH",
-                   help="continue a run: alone, from the newest checkpoint in --out (fresh if none); with a "
-                        "PATH, from that checkpoint (or the newest one inside that directory)")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its newest checkpoint (a fresh start if it has none)")
+    resume.add_argument("--resume-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="continue from this checkpoint (OUT/checkpoint-N), or the newest one inside that folder")
     p.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: continue with a config that differs from the run's (the change is "
                         "recorded in OUT/config_changes.jsonl); refused otherwise")
+    add_threads_argument(p)
     p.__class__ = _IntermixedParser
     p.set_defaults(func=run_train, _parser=p)

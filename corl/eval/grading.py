@@ -135,3 +135,35 @@ def image_grid(images: Sequence[Image.Image], cols: int) -> Image.Image:
     for i, image in enumerate(images):
         grid.paste(image.convert("RGB"), ((i % cols) * w, (i // cols) * h))
     return grid
+
+
+FRAME = (224, 224, 224)
+
+
+def captioned_grid(images: Sequence[Image.Image], caption: str, cols: int | None = None, cell: int = 256,
+                   border: int = 8) -> Image.Image:
+    """Images a person can look at: each scaled up to `cell` px (nearest neighbour, so the pixels a small
+    model drew stay visible), framed by a `border` px gap, with `caption` wrapped under the grid."""
+    import textwrap
+
+    from PIL import ImageDraw, ImageFont
+
+    if not images:
+        raise ValueError("no images to tile")
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    font = ImageFont.load_default(size=max(12, cell // 14))
+    lines = textwrap.wrap(caption, width=max(20, int(cols * (cell + border) / (0.55 * font.size))))
+    line_height = int(font.size * 1.3)
+    width = cols * (cell + border) + border
+    height = rows * (cell + border) + border + line_height * len(lines) + (border if lines else 0)
+    grid = Image.new("RGB", (width, height), FRAME)  # grey: the white backgrounds of images stay apart
+    draw = ImageDraw.Draw(grid)
+    for i, image in enumerate(images):
+        x, y = border + (i % cols) * (cell + border), border + (i // cols) * (cell + border)
+        grid.paste(image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (x, y))
+        draw.rectangle((x - 1, y - 1, x + cell, y + cell), outline=(120, 120, 120))
+    top = rows * (cell + border) + border
+    for n, line in enumerate(lines):
+        draw.text((border, top + n * line_height), line, fill=(0, 0, 0), font=font)
+    return grid

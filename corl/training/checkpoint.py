@@ -244,7 +244,7 @@ def damaged(file: Path, why: str) -> DamagedCheckpoint:
                         if s < step and _find_damage(path, None) is None), None)
     what = f"{file} is missing" if why == MISSING else f"{file} is damaged ({why})"
     if earlier is not None:
-        advice = f"resume from an earlier checkpoint with --resume {earlier}, or start afresh with a new --out"
+        advice = f"resume from an earlier checkpoint with --resume-from {earlier}, or start afresh with a new --out"
     elif checkpoint is not None:
         advice = f"no earlier checkpoint in {checkpoint.parent} is intact: start afresh with a new --out"
     else:

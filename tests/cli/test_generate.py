@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from corl.cli import generate as commands
+from corl.cli import main
 from corl.policy.loading import SHAPES_BASE_ENV, save_policy
 from corl.policy.policy import JanusPolicy
 from corl.policy.testing import sample_images, tiny_janus
@@ -32,7 +33,7 @@ def test_generate_writes_a_grid(checkpoint, tmp_path, capsys):
             str(checkpoint),
             "--prompt",
             "a red circle",
-            "--n",
+            "--images-per-prompt",
             "4",
             "--out",
             str(out),
@@ -45,9 +46,14 @@ def test_generate_writes_a_grid(checkpoint, tmp_path, capsys):
         ]
     )
     assert args.func(args) == 0
+    with Image.open(out) as grid:  # 2 x 2 cells of 256 px with 8 px gaps, the caption below
+        assert grid.width == 2 * (256 + 8) + 8 and grid.height > grid.width
+        assert grid.getpixel((3, 3)) == (224, 224, 224)  # the grey frame
+    assert "wrote 4 images" in capsys.readouterr().out
+    args.raw = True  # --raw: the model's pixels, edge to edge
+    assert args.func(args) == 0
     with Image.open(out) as grid:
         assert grid.size == (64, 64)  # 2 x 2 images of 32 px
-    assert "wrote 4 images" in capsys.readouterr().out
 
 
 def test_answer_prints_text(checkpoint, tmp_path, capsys):
@@ -109,3 +115,20 @@ def test_answer_with_a_bad_image_is_one_line_naming_it(tmp_path, monkeypatch, ca
     assert err.startswith("corl answer: error: ") and str(image_path) in err
     if kind == "too-large":
         assert "image too large" in err
+
+
+def test_answer_prints_the_answer_and_raw_the_whole_completion(checkpoint, tmp_path, capsys, monkeypatch):
+    import types
+
+    import corl.generation.rollout as rollout
+
+    completion = "<think>two shapes, both red</think> <answer>two</answer>"
+    monkeypatch.setattr(rollout, "rollout_text",
+                        lambda *a, **k: types.SimpleNamespace(texts=[completion], prompts_cut=0))
+    image_path = tmp_path / "scene.png"
+    sample_images(1)[0].save(image_path)
+    argv = ["answer", "--model", str(checkpoint), "--image", str(image_path), "--question", "how many?"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == "two"
+    assert main([*argv, "--raw"]) == 0
+    assert capsys.readouterr().out.strip() == completion

@@ -72,7 +72,7 @@ def test_reproduce_runs_the_whole_pipeline(family, tmp_path, monkeypatch):
         (family_dir / f"{stage}.yaml").write_text(
             f"inherit: {Path(__file__).resolve().parents[2] / 'recipes/janus-pro-1b' / family / stage}.yaml\n"
             f"data:\n  source: {source}\n")
-    bridges = ["--geneval", str(data["geneval"]), "--benchmark", str(data["benchmark"]), "--max-eval-rows", "2"]
+    bridges = ["--geneval", str(data["geneval"]), "--benchmark", str(data["benchmark"]), "--max-rows", "2"]
     assert main(["reproduce", str(family_dir), "--out", str(out), *pointing, *bridges]) == 0
 
     from transformers import JanusForConditionalGeneration

@@ -13,7 +13,7 @@ def test_build_and_show(tmp_path, capsys):
     assert len(ds["train"]) == 12 and ds["train"][0]["image"].size == (40, 40)
 
     sheet = tmp_path / "sheet.png"
-    assert main(["shapes", "show", "--data", str(data), "--out", str(sheet), "--n", "4", "--split", "test"]) == 0
+    assert main(["shapes", "show", "--data", str(data), "--out", str(sheet), "--max-rows", "4", "--split", "test"]) == 0
     assert sheet.stat().st_size > 1000
 
 

@@ -21,10 +21,10 @@ def test_parser_takes_overrides_anywhere():
     parser = build_parser()
     args = parser.parse_args(["train", "shapes-tiny/t2i", "--out", "o", "grpo.beta=0.1", "seed=3"])
     assert (args.recipe, args.overrides, args.out, args.resume) == ("shapes-tiny/t2i", ["grpo.beta=0.1", "seed=3"],
-                                                                     Path("o"), None)
-    args = parser.parse_args(["train", "shapes-tiny/t2i", "seed=3", "--out", "o", "--resume"])
-    assert args.overrides == ["seed=3"] and args.resume == "auto"
-    assert parser.parse_args(["train", "r", "--out", "o", "--resume", "ck"]).resume == "ck"
+                                                                     Path("o"), False)
+    args = parser.parse_args(["train", "shapes-tiny/t2i", "--resume", "seed=3", "--out", "o"])
+    assert args.overrides == ["seed=3"] and args.resume and args.resume_from is None  # --resume takes no value
+    assert parser.parse_args(["train", "r", "--out", "o", "--resume-from", "ck"]).resume_from == Path("ck")
 
 
 def test_cli_runs_a_refined_stage_from_a_unified_checkpoint(tmp_path, monkeypatch, capsys):

@@ -78,7 +78,7 @@ class Fuzz:
         """`corl train RECIPE --out OUT` on the tiny model, shrunk to seconds (corl.training.testing)."""
         argv = ["train", recipe, "--out", str(out), f"model.name_or_path={self.model}", *TINY_OVERRIDES, *overrides]
         if resume is not None:
-            argv += ["--resume"] + ([resume] if resume != "auto" else [])
+            argv += ["--resume"] if resume == "auto" else ["--resume-from", resume]
         return self.run(*argv)
 
     def write(self, name: str, data: str | bytes) -> Path:

@@ -19,9 +19,9 @@ ERRORS = [
     (["generate"], "--prompt"),
     (["generate", "--prompt", "", *IMAGE_FLAGS], "--prompt"),
     (["generate", "--prompt", "   ", *IMAGE_FLAGS], "--prompt"),
-    (["generate", "--prompt", "x", "--n", "0", *IMAGE_FLAGS], "--n"),
-    (["generate", "--prompt", "x", "--n", "-2", *IMAGE_FLAGS], "--n"),
-    (["generate", "--prompt", "x", "--n", "two", *IMAGE_FLAGS], "--n"),
+    (["generate", "--prompt", "x", "-n", "0", *IMAGE_FLAGS], "--images-per-prompt"),
+    (["generate", "--prompt", "x", "-n", "-2", *IMAGE_FLAGS], "--images-per-prompt"),
+    (["generate", "--prompt", "x", "-n", "two", *IMAGE_FLAGS], "--images-per-prompt"),
     (["generate", "--prompt", "x", "--temperature", "0", *IMAGE_FLAGS], "--temperature"),
     (["generate", "--prompt", "x", "--temperature", "-1", *IMAGE_FLAGS], "--temperature"),
     (["generate", "--prompt", "x", "--cfg", "nan", *IMAGE_FLAGS], "--cfg"),
@@ -79,7 +79,7 @@ def test_debug_after_the_subcommand_shows_the_traceback(fuzz):
 def test_non_utf8_argument_is_named(fuzz, tmp_path):
     """Bytes that are not UTF-8 arrive from the shell as lone surrogates: refused in one line."""
     result = subprocess.run([sys.executable, "-m", "corl.cli", "generate", "--prompt", b"caf\xe9".decode(
-        "utf-8", "surrogateescape"), "--n", "1"], capture_output=True, text=True, errors="replace", cwd=tmp_path)
+        "utf-8", "surrogateescape"), "-n", "1"], capture_output=True, text=True, errors="replace", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "not valid UTF-8" in result.stderr
     assert "caf\\xe9" in result.stderr and "Traceback" not in result.stderr

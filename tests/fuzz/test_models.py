@@ -144,18 +144,18 @@ def test_answer_cuts_an_over_long_question_and_says_so(fuzz):
 
 def test_generate_cuts_an_over_long_prompt_and_says_so(fuzz):
     prompt = "a red circle above a blue square " * 500
-    result = fuzz.ok("generate", "--prompt", prompt, "--model", fuzz.model, "--n", "1", "--out", "g.png")
+    result = fuzz.ok("generate", "--prompt", prompt, "--model", fuzz.model, "-n", "1", "--out", "g.png")
     assert "too long for the model" in result.text and (fuzz.tmp / "g.png").is_file()
 
 
 def test_generate_into_a_path_under_a_file_is_named(fuzz):
     fuzz.write("taken", "a file")
-    fuzz.expect_error(fuzz.run("generate", "--prompt", "two circles", "--model", fuzz.model, "--n", "1",
+    fuzz.expect_error(fuzz.run("generate", "--prompt", "two circles", "--model", fuzz.model, "-n", "1",
                                "--out", "taken/grid.png"), "taken")
 
 
 @pytest.mark.parametrize("command", [
-    ["generate", "--prompt", "two circles", "--n", "1"],
+    ["generate", "--prompt", "two circles", "-n", "1"],
     ["eval", "--out", "e.json", "--max-rows", "2"],
     ["train", "shapes-tiny/t2i", "--out", "run"],
     ["merge", "--b", "{model}", "--out", "merged"],

@@ -273,7 +273,7 @@ def test_a_full_disk_while_writing_a_generated_grid(fuzz, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(fp))
 
     monkeypatch.setattr(Image.Image, "save", full)
-    fuzz.error("generate", "--prompt", "two circles", "--model", fuzz.model, "--n", "1", "--out", "grid.png",
+    fuzz.error("generate", "--prompt", "two circles", "--model", fuzz.model, "-n", "1", "--out", "grid.png",
                names=("no space left on device", "grid.png"))
 
 

@@ -168,12 +168,12 @@ def test_a_damaged_checkpoint_names_the_file_and_the_checkpoint_before_it(tmp_pa
         check_checkpoint(tmp_path / "checkpoint-3", lora=False)
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'checkpoint-3' / name} {said}"), message
-    assert message.endswith(f"resume from an earlier checkpoint with --resume {tmp_path / 'checkpoint-2'}, or start "
+    assert message.endswith(f"resume from an earlier checkpoint with --resume-from {tmp_path / 'checkpoint-2'}, or start "
                             f"afresh with a new --out")
     assert "\n" not in message and isinstance(caught.value, ValueError)  # one line through the CLI
     # The suggestion is the newest intact checkpoint before it; with none, a fresh start.
     spoil(tmp_path / "checkpoint-2" / name)
-    with pytest.raises(DamagedCheckpoint, match=f"--resume {tmp_path / 'checkpoint-1'},"):
+    with pytest.raises(DamagedCheckpoint, match=f"--resume-from {tmp_path / 'checkpoint-1'},"):
         check_checkpoint(tmp_path / "checkpoint-3", lora=False)
     spoil(tmp_path / "checkpoint-1" / name)
     with pytest.raises(DamagedCheckpoint, match=f"no earlier checkpoint in {tmp_path} is intact: start afresh"):
@@ -189,7 +189,7 @@ def test_a_lora_resume_checks_the_adapter(tmp_path):
     check_checkpoint(tmp_path / "checkpoint-2", lora=True)
     adapter = tmp_path / "checkpoint-2" / "adapter" / "adapter_model.safetensors"
     _truncate(adapter)
-    with pytest.raises(DamagedCheckpoint, match=f"{adapter} is damaged .*--resume {tmp_path / 'checkpoint-1'}"):
+    with pytest.raises(DamagedCheckpoint, match=f"{adapter} is damaged .*--resume-from {tmp_path / 'checkpoint-1'}"):
         check_checkpoint(tmp_path / "checkpoint-2", lora=True)
     adapter.unlink()
     with pytest.raises(DamagedCheckpoint, match=f"{adapter} is missing"):
@@ -204,7 +204,7 @@ def test_trainer_state_from_a_damaged_file_names_it(tmp_path):
     _fake_checkpoint(tmp_path, 1)
     path = _fake_checkpoint(tmp_path, 2) / STATE_FILE
     path.write_text('{"step": 2, "data_st')  # cut off
-    with pytest.raises(DamagedCheckpoint, match=rf"{path} is damaged \(not JSON: .*--resume {tmp_path / 'checkpoint-1'}"):
+    with pytest.raises(DamagedCheckpoint, match=rf"{path} is damaged \(not JSON: .*--resume-from {tmp_path / 'checkpoint-1'}"):
         TrainerState.from_file(path)
 
 
@@ -220,7 +220,7 @@ def test_loading_a_file_that_passes_the_quick_check_but_does_not_load_names_it(t
     data[start + 2: start + 12] = b"\x00" * 10
     path.write_bytes(bytes(data))
     check_checkpoint(path.parent, lora=False)  # the quick check only reads the zip directory
-    with pytest.raises(DamagedCheckpoint, match=f"{path} is damaged .*--resume {tmp_path / 'checkpoint-1'}"):
+    with pytest.raises(DamagedCheckpoint, match=f"{path} is damaged .*--resume-from {tmp_path / 'checkpoint-1'}"):
         _load_torch_file(path)
 
 
