@@ -202,6 +202,10 @@ def test_unified_modes(model_dir, tmp_path, mode):
     else:  # one advantage per generation index for the image and the answer
         assert adv_t2i == pytest.approx(adv_mm2t)
     assert ("reward/joint/mean" in row) == (mode == "joint_reward")
+    shares = [row[f"attrib/{t}_share"] for t in ("t2i", "mm2t")]  # logged every unified step
+    if shares[0] is not None:  # None when no group had any spread
+        assert sum(shares) == pytest.approx(1.0) and (mode != "separate" or shares[0] == pytest.approx(1.0))
+    assert row["attrib/t2i_spread"] >= 0 and row["attrib/mm2t_spread"] >= 0
     if mode == "joint_reward":
         lam = cfg.grpo.unified_lambda
         assert row["reward/joint/mean"] == pytest.approx(row["reward/t2i/mean"] + lam * row["reward/mm2t/mean"], abs=1e-5)

@@ -152,6 +152,11 @@ def rollout_metrics(acc: Any, tasks: dict[str, Task], batch: StepBatch, cfg: Any
         for t in tasks:
             groups[f"frac_reward_zero_std/{t}"] += mb.advantage_stats[f"{t}/frac_reward_zero_std"] / num_micro
             groups[f"reward/{t}/group_std"] += mb.advantage_stats[f"{t}/reward_std"] / num_micro
+    # Unified stage: what each task's advantage is made of (corl.algos.advantage_attribution), averaged
+    # over the micro-batches where it is defined (a micro-batch without any spread has none).
+    for key in sorted(k for k in batch.micro_batches[0].advantage_stats if k.startswith("attrib/")):
+        values = [mb.advantage_stats[key] for mb in batch.micro_batches if math.isfinite(mb.advantage_stats[key])]
+        groups[key] = sum(values) / len(values) if values else math.nan
     out.update(mean_across_ranks(acc, groups))
     if cut := sum(out.get(f"prompts/{t}/cut", 0) for t in tasks):
         logger.warning("%d prompts were longer than rollout.max_prompt_length=%d tokens and lost the start of "
