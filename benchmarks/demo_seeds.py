@@ -1,11 +1,11 @@
 """The demo's gains over several seeds: base vs final held-out scores, mean and std (issue: +10 points).
 
-    python benchmarks/demo_seeds.py --out runs/demo-seeds --seeds 0 1 2 [--eval-rows 300] [key=value ...]
+    python benchmarks/demo_seeds.py --out runs/demo-seeds --seeds 0 1 2 [--max-rows 300] [key=value ...]
 
-Runs `corl demo` once per seed (resumable: finished seeds are read back from their files), then prints
-one line per metric: base, after unified and final as mean ± std over seeds, and the change final - base
-per seed. Every seed evaluates the same held-out rows; seeds differ in RL sampling and in the sampled
-evaluation images.
+Runs `corl demo --seeds ...` (each seed into OUT/seed-N; resumable: finished parts are read back; its
+OUT/report.md gives the same table), then prints one line per metric and per question template: base,
+after unified and final as mean ± std over seeds, and the change final - base per seed. Every seed
+evaluates the same held-out rows; seeds differ in RL sampling and in the sampled evaluation images.
 """
 
 from __future__ import annotations
@@ -36,25 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo-seeds"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--eval-rows", type=int, default=300, help="held-out rows per evaluation (default: all 300)")
+    parser.add_argument("--max-rows", type=int, default=300, help="held-out rows per evaluation (default: all 300)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every stage")
     args = parser.parse_args(argv)
 
     from corl.cli import main as corl_main
 
+    code = corl_main(["demo", "--out", str(args.out), "--seeds", *map(str, args.seeds), "--max-rows",
+                      str(args.max_rows), *args.overrides])
+    if code:
+        return code
     runs, rewards = {}, {}
     for seed in args.seeds:
-        out = args.out / f"seed{seed}"
-        code = corl_main(["demo", "--out", str(out), "--seed", str(seed), "--eval-rows", str(args.eval_rows),
-                          *args.overrides])
-        if code:
-            return code
+        out = args.out / f"seed-{seed}" if len(args.seeds) > 1 else args.out
         runs[seed] = {name: json.loads((out / f"eval_{name}.json").read_text())
                       for name in ("base", "unified", "final")}
         rewards[seed] = {stage.name: json.loads((stage / "summary.json").read_text())["reward"]
                          for stage in sorted(out.iterdir()) if (stage / "summary.json").is_file()}
 
-    print(f"\nseeds {args.seeds}, {args.eval_rows} held-out rows; scores in %, mean ± std over seeds")
+    print(f"\nseeds {args.seeds}, {args.max_rows} held-out rows; scores in %, mean ± std over seeds")
     print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   change final - base per seed")
     # headline metrics, then the accuracy per question template (evaluations written before `by_topic`
     # existed have none: those rows are left out)

@@ -12,21 +12,30 @@ of them. Equal compute therefore means the same number of sampled completions: w
 runs S steps and every single-task arm 2S steps (cycle: four blocks of S/2), all at the unified recipe's
 prompts per step. Every other setting (G, learning rate, rewards) is the shipped shapes-tiny recipe of the
 stage, with beta = 0. Each arm is
-evaluated on the same held-out rows as `corl demo`; with several seeds the table gives mean and std.
+evaluated on the same held-out rows as `corl demo`; with several seeds (each into OUT/seed-N) the table
+gives mean and std. Re-runs follow the demo's rule: the same command continues, other settings are refused
+with the differences listed unless `--force` (redo).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from corl.cli.demo import RECIPE_FAMILY, DemoSettings, evaluate_checkpoint, run_stage
-from corl.cli.argtypes import positive_int
+from corl.cli.argtypes import add_threads_argument, nonnegative_int, positive_int
+from corl.cli.demo import (
+    RECIPE_FAMILY,
+    DemoSettings,
+    OverridesParser,
+    check_rerun,
+    evaluate_checkpoint,
+    record_provenance,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +65,8 @@ def unified_batch_size(overrides: list[str]) -> int:
 
 
 def run_arm(arm: str, steps: int, settings: DemoSettings, base: Path, batch: int) -> dict[str, Any]:
-    """Train one arm's blocks at `batch` prompts per step, then evaluate it."""
-    arm_dir = settings.out / f"seed{settings.seed}" / arm
+    """Train one arm's blocks at `batch` prompts per step into settings.out/arm, then evaluate it."""
+    arm_dir = settings.out / arm
     model = base
     for i, (stage, n) in enumerate(arm_schedule(arm, steps)):
         # beta 0 everywhere: the pilot compares task mixes, not KL regularisation.
@@ -82,17 +91,30 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, d
     return table
 
 
-def markdown_table(table: dict, seeds: list[int], steps: int) -> str:
-    lines = [f"Seeds {seeds}; budget: unified {steps} steps = single-task arms {2 * steps} steps "
-             "(equal sampled completions). Scores in % on the held-out split, mean ± std over seeds.", "",
-             "| arm | " + " | ".join(label for _, label in SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
+def budget_text(seeds: list[int], steps: int) -> str:
+    return (f"Seeds {', '.join(str(s) for s in seeds)}; budget: unified {steps} steps = single-task arms "
+            f"{2 * steps} steps (equal sampled completions). Scores in % on the held-out split, mean ± std over "
+            "seeds.")
+
+
+def score_table(table: dict) -> Any:
+    """One row per arm, one column per score: mean ± std over seeds."""
+    from corl.report.document import Table
+
+    rows = []
     for arm, scores in table.items():
         cells = []
         for key, _ in SCORES:
             s = scores[key]
             cells.append("n/a" if s["mean"] is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([arm, *cells])
+    return Table(["arm", *(label for _, label in SCORES)], rows)
+
+
+def markdown_table(table: dict, seeds: list[int], steps: int) -> str:
+    from corl.report.document import markdown_table as as_markdown
+
+    return budget_text(seeds, steps) + "\n\n" + as_markdown(score_table(table))
 
 
 def plot_pilot(table: dict, path: Path) -> Path:
@@ -122,27 +144,71 @@ def plot_pilot(table: dict, path: Path) -> Path:
     return path
 
 
+def write_pilot_report(out: Path, args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> str:
+    """OUT/pilot.md, pilot.html, pilot.json and pilot.png from the arms evaluated so far (rewritten after
+    each arm, so a killed pilot keeps what finished); returns the table's text."""
+    from corl.eval.grading import write_json_atomic
+    from corl.report.demo import PROVENANCE_FILE, read_json
+    from corl.report.document import Bullets, Document, Figure, Heading, Image, Paragraph, write_document
+
+    done = {arm: runs for arm, runs in results.items() if runs}
+    table = summarize(done)
+    text = markdown_table(table, list(args.seeds), args.steps)
+    plot = plot_pilot(table, out / "pilot.png")
+    write_json_atomic({"seeds": args.seeds, "steps": args.steps, "table": table, "runs": results}, out / "pilot.json")
+    missing = [f"{arm} ({len(args.seeds) - len(results[arm])} of {len(args.seeds)} seeds)"
+               for arm in args.arms if len(results[arm]) < len(args.seeds)]
+    doc = Document("Pilot study")
+    images = f"{args.images_per_prompt} image{'s' if args.images_per_prompt != 1 else ''}"
+    doc.add(Paragraph(f"Arms: {', '.join(args.arms)}; {args.max_rows} held-out rows, {images} per caption; "
+                      f"overrides: `{' '.join(args.overrides) or 'none'}`."))
+    if missing:
+        doc.add(Paragraph(f"**Status: incomplete.** Not (yet) evaluated: {', '.join(missing)}."))
+    doc.add(Paragraph(budget_text(list(args.seeds), args.steps)), score_table(table), Figure(Image(plot, "pilot")))
+    records = read_json(out / PROVENANCE_FILE) if (out / PROVENANCE_FILE).is_file() else []
+    if records:
+        first = records[0]
+        doc.add(Heading("Provenance"), Bullets([
+            f"command: `{first['command']}` (started {first['started']})",
+            f"corl commit: `{first['commit'] or 'not a git checkout'}`",
+            "versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items() if v),
+            f"machine: {first['machine']['platform']}, {first['machine']['cpu_cores']} CPU cores, "
+            f"{first['machine']['torch_threads']} torch threads, device {first['machine']['device']}"]))
+    write_document(doc, out, stem="pilot")
+    return text
+
+
+# What a pilot writes into OUT (and --force deletes).
+PILOT_WRITES: tuple[str, ...] = ("run.json", "provenance.json", "pilot.md", "pilot.html", "pilot.json", "pilot.png",
+                                 "seed-*")
+
+
 def run_pilot(args: argparse.Namespace) -> int:
     from corl.policy import default_model_path
 
+    seeds = list(args.seeds)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: each seed once, got {' '.join(str(s) for s in seeds)}")
+    out: Path = args.out
+    record = {"seeds": seeds, "steps": args.steps, "arms": list(args.arms), "max_rows": args.max_rows,
+              "images_per_prompt": args.images_per_prompt, "overrides": list(args.overrides)}
+    check_rerun(out, "pilot", record, args.force, PILOT_WRITES)
+    record_provenance(out, seeds)
     base = default_model_path()
     start = time.perf_counter()
     results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
     batch = unified_batch_size(list(args.overrides))
-    for seed in args.seeds:
-        settings = DemoSettings(out=args.out, seed=seed, eval_rows=args.eval_rows,
-                                images_per_prompt=args.images_per_prompt, overrides=list(args.overrides))
+    for seed in seeds:
+        # The in-training curve and the pictures are the demo's; the pilot compares final scores only.
+        settings = DemoSettings(out=out / f"seed-{seed}", seed=seed, max_rows=args.max_rows,
+                                images_per_prompt=args.images_per_prompt, overrides=list(args.overrides),
+                                curve_rows=0, pictures=False)
         for arm in args.arms:
             logger.info("pilot: seed %d, arm %s", seed, arm)
             results[arm].append(run_arm(arm, args.steps, settings, base, batch))
-    table = summarize(results)
-    text = markdown_table(table, list(args.seeds), args.steps)
-    plot = plot_pilot(table, args.out / "pilot.png")
-    (args.out / "pilot.json").write_text(json.dumps({"seeds": args.seeds, "steps": args.steps, "table": table,
-                                                     "runs": results}, indent=2, default=str))
-    (args.out / "pilot.md").write_text(f"# Pilot study\n\n{text}\n\n![pilot]({plot.name})\n")
+            text = write_pilot_report(out, args, results)
     print(text)
-    print(f"\n{args.out / 'pilot.md'} ({time.perf_counter() - start:.0f} s)")
+    print(f"\n{out / 'pilot.md'} and pilot.html ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
@@ -150,12 +216,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pilot", help="the paper's pilot study in the Shapes world (equal budgets)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/pilot"), help="output directory (default runs/pilot)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0], metavar="N",
+                   help="seeds, each into OUT/seed-N (default 0)")
     p.add_argument("--steps", type=positive_int, default=40, help="unified-stage steps; single-task arms get twice as many")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (default all)")
-    p.add_argument("--eval-rows", type=positive_int, default=DemoSettings.eval_rows, help="held-out rows per evaluation")
-    p.add_argument("--images-per-prompt", type=positive_int, default=DemoSettings.images_per_prompt,
-                   help="generated images per held-out caption")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every stage (repeatable), e.g. --set train.per_device_batch_size=2")
+    p.add_argument("--max-rows", type=positive_int, default=DemoSettings.max_rows, metavar="N",
+                   help=f"held-out rows per evaluation (default {DemoSettings.max_rows})")
+    p.add_argument("--images-per-prompt", type=positive_int, default=DemoSettings.images_per_prompt, metavar="N",
+                   help=f"generated images per held-out caption (default {DemoSettings.images_per_prompt})")
+    p.add_argument("--force", action="store_true",
+                   help="redo from scratch: delete what an earlier pilot wrote into OUT, then run")
+    add_threads_argument(p)
+    p.add_argument("overrides", nargs="*",
+                   help="key=value overrides applied to every stage, e.g. train.per_device_batch_size=2")
+    p.__class__ = OverridesParser
     p.set_defaults(func=run_pilot, _parser=p)

@@ -32,16 +32,23 @@ def test_pilot_runs_every_arm(tmp_path, monkeypatch):
     monkeypatch.setenv("CORL_SHAPES_BASE", str(save_tiny_policy(tmp_path / "base")))
     monkeypatch.setattr(shapes_source, "DEFAULT_N_TRAIN", 16)
     monkeypatch.setattr(shapes_source, "DEFAULT_N_TEST", 4)
-    sets = [x for o in TINY_OVERRIDES if not o.startswith(("data.shapes_n_", "train.max_steps"))
-            for x in ("--set", o)]
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith(("data.shapes_n_", "train.max_steps"))]
     out = tmp_path / "pilot"
-    assert main(["pilot", "--out", str(out), "--steps", "1", "--eval-rows", "2", "--images-per-prompt", "1",
-                 "--arms", "base", "cycle", "unified", *sets]) == 0
+    argv = ["pilot", "--out", str(out), "--steps", "1", "--max-rows", "2", "--images-per-prompt", "1",
+            "--arms", "base", "cycle", "unified", *overrides]
+    assert main(argv) == 0
     saved = json.loads((out / "pilot.json").read_text())
     assert set(saved["table"]) == {"base", "cycle", "unified"}
-    assert [p.name for p in sorted((out / "seed0" / "cycle").glob("*-*"))] == ["0-t2i", "1-mm2t", "2-t2i", "3-mm2t"]
-    assert (out / "pilot.md").is_file() and (out / "pilot.png").is_file()
+    assert [p.name for p in sorted((out / "seed-0" / "cycle").glob("*-*"))] == ["0-t2i", "1-mm2t", "2-t2i", "3-mm2t"]
+    assert (out / "pilot.md").is_file() and (out / "pilot.html").is_file() and (out / "pilot.png").is_file()
+    assert "## Provenance" in (out / "pilot.md").read_text()
     # every arm samples as many prompts per step as the unified recipe (t2i's own recipe samples more)
     batches = {json.loads(line)["header"]["per_device_batch_size"]
-               for path in (out / "seed0").glob("*/*/metrics.jsonl") for line in path.open() if '"header"' in line}
+               for path in (out / "seed-0").glob("*/*/metrics.jsonl") for line in path.open() if '"header"' in line}
     assert batches == {unified_batch_size([o for o in TINY_OVERRIDES if not o.startswith("data.shapes_n_")])}
+    # the pilot's own stages: no in-training evaluation (the demo's curve)
+    assert not list((out / "seed-0").glob("*/*/eval"))
+
+    # the demo's re-run rule: other settings are refused, listed
+    assert main([*argv[:4], "2", *argv[5:]]) == 2
+    assert json.loads((out / "run.json").read_text())["steps"] == 1

@@ -48,7 +48,7 @@ ERRORS = [
     (["shapes", "build", "--out", "s", "--n-train", "-1"], "--n-train"),
     (["shapes", "build", "--out", "s", "--image-size", "0"], "--image-size"),
     (["shapes", "show", "--data", "/nonexistent/shapes"], "/nonexistent/shapes"),
-    (["demo", "--eval-rows", "-1"], "--eval-rows"),
+    (["demo", "--max-rows", "-1"], "--max-rows"),
     (["demo", "--stages", "unified,frobnicate"], "frobnicate"),
     (["pilot", "--steps", "0"], "--steps"),
     (["pilot", "--arms", "frobnicate"], "frobnicate"),

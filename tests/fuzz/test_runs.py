@@ -311,7 +311,7 @@ def test_a_damaged_summary_of_a_finished_demo_stage_is_named(fuzz, finished_run)
     stage = fuzz.tmp / "demo" / "unified"
     shutil.copytree(finished_run, stage)
     (stage / "summary.json").write_text('{"final_checkpoint": ')
-    fuzz.error("demo", "--out", "demo", "--stages", "unified", "--eval-rows", "2", names="summary.json")
+    fuzz.error("demo", "--out", "demo", "--stages", "unified", "--max-rows", "2", names="summary.json")
 
 
 def test_an_output_folder_that_is_a_file_is_named(fuzz):
