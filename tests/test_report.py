@@ -359,13 +359,15 @@ def test_the_pipeline_report_of_the_real_recipes(tmp_path):
     (out / "merged-mc-oe").mkdir()
     evals = {"mmstar": {"benchmark": "mmstar", "accuracy": 0.5, "n": 40, "mc.accuracy": 0.5, "mc.n": 40,
                         "oe.accuracy": None, "format_rate": 0.9, "settings": {"n_rows": 40}},
-             "geneval": {"files": [str(out / "eval" / "geneval-images" / "00000" / "samples" / "0000.png")] * 4}}
+             # what `corl eval --suite geneval` writes (corl.eval.image_dumps)
+             "geneval": {"suite": "geneval", "images": {"benchmark": "geneval", "outdir": str(out / "eval" / "geneval-images"),
+                                                        "n_prompts": 2, "images_per_prompt": 4, "n_written": 2}}}
     report = write_pipeline_report(out, "CoRL pipeline: janus-pro-1b/paper", ["unified", "t2i", "mc", "oe"], evals,
                                    overrides=["train.max_steps=4"], extra_checkpoints={"merged": out / "merged-mc-oe"})
     markdown = report.path.read_text()
     low, high = wilson_interval(20, 40)
     assert f"| mmstar | accuracy | 40 | 50.0 ({100 * low:.1f}–{100 * high:.1f}) |" in markdown
-    assert "geneval: 4 image file(s) under `eval/geneval-images/00000/samples`" in markdown
+    assert "geneval: 2 prompts x 4 images under `eval/geneval-images`" in markdown
     assert "**Status: incomplete.** Not (yet) finished: refined multiple choice, refined open-ended." in markdown
     assert "- refined generation: `t2i/checkpoint-4`" in markdown and "- merged: `merged-mc-oe`" in markdown
     assert _sections(markdown) == ["Evaluation", "Training rewards", "Training metrics per stage", "Provenance",

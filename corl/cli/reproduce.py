@@ -116,36 +116,21 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 def write_report(out: Path, args: argparse.Namespace, checkpoints: dict[str, Path], evals: dict[str, Any],
                  seconds: dict[str, float]) -> Path:
-    """DIR/report.md (and report.json with the same facts)."""
-    from corl import __version__
+    """OUT/report.md and OUT/report.html (corl.report.write_pipeline_report: rewards, metric plots per stage,
+    evaluations with counts and intervals, provenance, relative checkpoints) and report.json."""
     from corl.eval.grading import write_json_atomic
-    from corl.report import plot_reward_curves, reward_table
+    from corl.report import write_pipeline_report
 
     stages = ("unified", *REFINED_STAGES)
-    rewards = {stage: reward_rows(out / stage) for stage in stages}
-    plot = plot_reward_curves(out, stages, out / "plots" / "reward_curves.png")
-    lines = [f"# CoRL pipeline: {args.family}", "",
-             f"corl {__version__}; overrides: {' '.join(args.overrides) or 'none'}", "",
-             "## Training reward per stage", "", reward_table(rewards), ""]
-    if plot is not None:
-        lines += [f"![mean reward per step]({plot.relative_to(out)})", ""]
-    lines += ["## Checkpoints", ""]
-    lines += [f"- {name}: `{path}`" for name, path in checkpoints.items()]
-    lines += ["", "## Evaluation", ""]
-    if not evals:
-        lines.append("none asked for (--geneval / --dpg / --wise / --benchmark)")
-    for name, result in evals.items():
-        scalars = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "suite"}
-        lines.append(f"- {name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                               for k, v in scalars.items()))
-    lines += ["", "## Seconds (this run of the command)", ""]
-    lines += [f"- {name}: {value:.0f}" for name, value in seconds.items()]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    write_json_atomic({"family": args.family, "overrides": args.overrides, "rewards": rewards,
-                       "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "evals": evals,
-                       "seconds": seconds}, out / "report.json")
-    return path
+    report = write_pipeline_report(out, f"CoRL pipeline: {args.family}", stages, evals, overrides=args.overrides,
+                                   extra_checkpoints={"merged": checkpoints["merged"]} if "merged" in checkpoints
+                                   else None, seconds=seconds)
+    write_json_atomic({"family": args.family, "overrides": args.overrides,
+                       "rewards": {stage: reward_rows(out / stage) for stage in stages},
+                       "checkpoints": {k: str(Path(v).relative_to(out)) if Path(v).is_relative_to(out) else str(v)
+                                       for k, v in checkpoints.items()},
+                       "evals": evals, "seconds": seconds}, out / "report.json")
+    return report.path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -59,12 +59,13 @@ def _image_dumps(evals: Mapping[str, Mapping[str, Any]], out: Path) -> list[str]
     the images are and how many."""
     items = []
     for name, result in evals.items():
-        files = result.get("files")
-        if isinstance(files, list):
-            folder = Path(files[0]).parent if files else None
-            where = f" under `{folder.relative_to(out).as_posix() if folder and folder.is_relative_to(out) else folder}`"
-            items.append(f"{name}: {len(files)} image file(s){where if folder else ''}; score them with the "
-                         f"benchmark's official scorer")
+        dump = result.get("images")  # corl eval --suite geneval / dpg / wise: where and how many
+        if not isinstance(dump, dict) or "outdir" not in dump:
+            continue
+        folder = Path(dump["outdir"])
+        shown = folder.relative_to(out).as_posix() if folder.is_relative_to(out) else str(folder)
+        items.append(f"{name}: {dump.get('n_prompts', '?')} prompts x {dump.get('images_per_prompt', '?')} "
+                     f"images under `{shown}`; score them with the benchmark's official scorer")
     return items
 
 

@@ -82,8 +82,8 @@ def test_reproduce_runs_the_whole_pipeline(family, tmp_path, monkeypatch):
         JanusForConditionalGeneration.from_pretrained(summary["final_checkpoint"])  # plain transformers loads it
     JanusForConditionalGeneration.from_pretrained(out / "merged-mc-oe")
     report = (out / "report.md").read_text()
-    assert "Training reward per stage" in report and "merged" in report and "reward_curves.png" in report
-    assert "- geneval: " in report and "- tiny_bench: " in report
+    assert "Training rewards" in report and "merged: `merged-mc-oe`" in report and "plots/stage-unified.png" in report
+    assert "geneval: " in report and "tiny_bench" in report and (out / "report.html").is_file()
     assert len(list((out / "eval" / "geneval-images").rglob("*.png"))) >= 2  # the dumps GenEval's scorer reads
     assert json.loads((out / "eval" / "tiny_bench.json").read_text())["settings"]["model"].endswith("merged-mc-oe")
     unified_cfg = (out / "unified" / "config.yaml").read_text()
