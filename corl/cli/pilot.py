@@ -6,6 +6,12 @@ Arms, each starting from the Shapes base model:
 - und-only:      understanding RL on mc and oe rows together (stage mm2t);
 - cycle:         alternating blocks of t2i RL and understanding RL (t2i, mm2t, t2i, mm2t);
 - unified:       CoRL's unified RL (both tasks every step, one joint reward).
+Variants of the unified arm (not run unless named with --arms), each the unified arm with one change:
+- unified-joint-adv:   grpo.unified_mode=joint_advantage (A = A_t2i + lambda A_mm2t);
+- unified-separate:    grpo.unified_mode=separate (each task its own advantage);
+- unified-task-scale:  grpo.unified_task_scale=group (each task's rewards as z-scores before the joint sum);
+- unified-lambda-0.4:  grpo.unified_lambda=0.4;
+- unified-kl:          grpo.beta=0.02 (a KL to the base model).
 
 Budget. A unified step samples G images *and* G answers per prompt; a single-task step samples only one
 of them. Equal compute therefore means the same number of sampled completions: with `--steps S`, unified
@@ -39,7 +45,15 @@ from corl.cli.demo import (
 
 logger = logging.getLogger(__name__)
 
-ARMS: tuple[str, ...] = ("base", "gen-only", "und-only", "cycle", "unified")
+DEFAULT_ARMS: tuple[str, ...] = ("base", "gen-only", "und-only", "cycle", "unified")
+UNIFIED_VARIANTS: dict[str, tuple[str, ...]] = {
+    "unified-joint-adv": ("grpo.unified_mode=joint_advantage",),
+    "unified-separate": ("grpo.unified_mode=separate",),
+    "unified-task-scale": ("grpo.unified_task_scale=group",),
+    "unified-lambda-0.4": ("grpo.unified_lambda=0.4",),
+    "unified-kl": ("grpo.beta=0.02",),
+}
+ARMS: tuple[str, ...] = (*DEFAULT_ARMS, *UNIFIED_VARIANTS)
 SCORES: tuple[tuple[str, str], ...] = (("t2i.overall", "generation"), ("mc.accuracy", "MC"),
                                        ("oe.accuracy", "OE"), ("format_rate", "format"))
 
@@ -53,7 +67,15 @@ def arm_schedule(arm: str, steps: int) -> list[tuple[str, int]]:
         "und-only": [("mm2t", 2 * steps)],
         "cycle": [("t2i", half), ("mm2t", half), ("t2i", half), ("mm2t", half)],
         "unified": [("unified", steps)],
+        **{variant: [("unified", steps)] for variant in UNIFIED_VARIANTS},
     }[arm]
+
+
+def arm_overrides(arm: str, steps: int, batch: int) -> tuple[str, ...]:
+    """Overrides of one block of an arm: its steps, beta 0 (the pilot compares task mixes), the unified
+    recipe's prompts per step, then the variant's own change (which may set beta)."""
+    return (f"train.max_steps={steps}", "grpo.beta=0", f"train.per_device_batch_size={batch}",
+            *UNIFIED_VARIANTS.get(arm, ()))
 
 
 def unified_batch_size(overrides: list[str]) -> int:
@@ -69,10 +91,8 @@ def run_arm(arm: str, steps: int, settings: DemoSettings, base: Path, batch: int
     arm_dir = settings.out / arm
     model = base
     for i, (stage, n) in enumerate(arm_schedule(arm, steps)):
-        # beta 0 everywhere: the pilot compares task mixes, not KL regularisation.
         model = run_stage(stage, model, settings, stage_dir=arm_dir / f"{i}-{stage}",
-                          extra_overrides=(f"train.max_steps={n}", "grpo.beta=0",
-                                           f"train.per_device_batch_size={batch}"))
+                          extra_overrides=arm_overrides(arm, n, batch))
     return evaluate_checkpoint(model, arm_dir / "eval.json", settings)
 
 
@@ -219,7 +239,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0], metavar="N",
                    help="seeds, each into OUT/seed-N (default 0)")
     p.add_argument("--steps", type=positive_int, default=40, help="unified-stage steps; single-task arms get twice as many")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (default all)")
+    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=ARMS,
+                   help=f"arms to run (default: {' '.join(DEFAULT_ARMS)}; unified variants: {' '.join(UNIFIED_VARIANTS)})")
     p.add_argument("--max-rows", type=positive_int, default=DemoSettings.max_rows, metavar="N",
                    help=f"held-out rows per evaluation (default {DemoSettings.max_rows})")
     p.add_argument("--images-per-prompt", type=positive_int, default=DemoSettings.images_per_prompt, metavar="N",

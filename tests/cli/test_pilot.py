@@ -5,7 +5,7 @@ import json
 import pytest
 
 from corl.cli import main
-from corl.cli.pilot import arm_schedule, summarize, unified_batch_size
+from corl.cli.pilot import UNIFIED_VARIANTS, arm_overrides, arm_schedule, summarize, unified_batch_size
 from corl.data import shapes_source
 from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
 
@@ -18,6 +18,21 @@ def test_equal_budgets_in_sampled_completions():
     cycle = arm_schedule("cycle", 10)
     assert [s for s, _ in cycle] == ["t2i", "mm2t", "t2i", "mm2t"] and sum(n for _, n in cycle) == 20
     assert arm_schedule("base", 10) == []
+
+
+def test_unified_variants_change_one_setting_at_the_unified_budget():
+    from corl.config import load_config, resolve_recipe
+
+    for variant, change in UNIFIED_VARIANTS.items():
+        assert arm_schedule(variant, 10) == [("unified", 10)]
+        overrides = arm_overrides(variant, 10, 4)
+        assert overrides[:3] == ("train.max_steps=10", "grpo.beta=0", "train.per_device_batch_size=4")
+        assert overrides[3:] == change
+        cfg = load_config(resolve_recipe("shapes-tiny/unified"), list(overrides))  # a valid config
+        key, value = change[0].split("=")
+        section, name = key.split(".")
+        assert str(getattr(getattr(cfg, section), name)) == value
+    assert arm_overrides("unified", 10, 4)[1] == "grpo.beta=0"
 
 
 def test_summarize_mean_and_std():
