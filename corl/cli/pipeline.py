@@ -11,30 +11,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def read_json(path: Path) -> Any:
-    """A result file a pipeline wrote earlier; a damaged one (a killed run, an edit) is named, with the way
-    to redo that part."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is damaged (not JSON: {err}): delete it and run again to redo that part") from None
-
-
-def finished_checkpoint(stage_dir: Path) -> Path | None:
-    """The final checkpoint a finished stage in `stage_dir` recorded, when it is still there."""
-    summary_path = stage_dir / "summary.json"
-    if not summary_path.is_file():
-        return None
-    final = read_json(summary_path).get("final_checkpoint")
-    if not final:
-        return None
-    # A moved or copied run folder: the checkpoint is found by its name inside the stage folder.
-    for candidate in (stage_dir / Path(final).name, Path(final)):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
 RUN_SETTINGS = "run.json"
 
 
@@ -42,6 +18,8 @@ def check_settings(out: Path, settings: dict[str, Any], force: bool) -> bool:
     """Record what a pipeline in `out` is run with (OUT/run.json). A folder run before with other settings
     is refused, naming each difference, unless `force`; returns True when earlier results must be redone
     (force over an earlier run), False when the run starts or continues as it was."""
+    from corl.report.demo import read_json  # a damaged file is named (the report reads results the same way)
+
     path = out / RUN_SETTINGS
     before = read_json(path) if path.is_file() else None
     redo = before is not None and (force or before != settings)
@@ -60,8 +38,10 @@ def check_settings(out: Path, settings: dict[str, Any], force: bool) -> bool:
 
 def train_stage(recipe: Path, stage_dir: Path, overrides: list[str]) -> Path:
     """Train `recipe` (+ overrides) into `stage_dir` and return its final checkpoint; a finished stage is not
-    run again, an interrupted one resumes from its newest checkpoint."""
-    done = finished_checkpoint(stage_dir)
+    run again, an interrupted one resumes from its newest checkpoint (found by name in a moved folder)."""
+    from corl.report.demo import final_checkpoint
+
+    done = final_checkpoint(stage_dir)
     if done is not None:
         logger.info("stage in %s already finished: %s", stage_dir, done)
         return done

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from corl.cli.argtypes import add_threads_argument, positive_int
-from corl.cli.pipeline import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +50,8 @@ def family_recipes(family: str) -> dict[str, Path]:
 
 def run_evaluation(out_json: Path, argv: list[str]) -> dict[str, Any]:
     """One `corl eval` run (its own parser and code path), read back when its results exist already."""
+    from corl.report.demo import read_json
+
     if out_json.is_file():
         return read_json(out_json)
     from corl.cli import build_parser
@@ -61,6 +62,8 @@ def run_evaluation(out_json: Path, argv: list[str]) -> dict[str, Any]:
 
 
 def reward_rows(stage_dir: Path) -> dict[str, Any]:
+    from corl.report.demo import read_json
+
     summary = stage_dir / "summary.json"
     return read_json(summary).get("reward", {}) if summary.is_file() else {}
 

@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 
-from corl.cli.pipeline import check_settings, finished_checkpoint, read_json
+from corl.cli.pipeline import check_settings
+from corl.report.demo import final_checkpoint as finished_checkpoint
+from corl.report.demo import read_json
 
 
 def test_a_rerun_with_other_settings_is_refused_naming_them_unless_forced(tmp_path):
