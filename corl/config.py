@@ -225,7 +225,8 @@ class TrainConfig:
                          "other accelerate supports (mlflow, comet_ml, aim, ...); [] or none: off. They get "
                          "the metrics and, every sample_steps, the image sheet and a table of answers.")
     eval_steps: int = _f(0, "Evaluate on the held-out split every N steps (0: off; Shapes data only, main process).")
-    eval_max_rows: int = _f(32, "Held-out rows scored by each in-training evaluation (0: all).")
+    eval_max_rows: int = _f(48, "Held-out rows scored by each in-training evaluation, balanced over category "
+                                 "and question type (0: all).")
     sharding: str = _f("none", "none: every process holds the whole model (DDP under a multi-process launch). "
                        "fsdp2: parameters, gradients and optimizer states sharded over the processes with "
                        "PyTorch's fully_shard (each decoder layer a unit; bf16 compute gathers bf16 weights), "

@@ -15,7 +15,7 @@ PACKAGE = Path(corl.__file__).resolve().parent
 # Bottom to top; a part may import the parts of lower layers (and itself), never a higher or equal one.
 # Keep in step with the table in docs/architecture.md.
 LAYERS: list[set[str]] = [
-    {"corl.shapes", "corl.paths", "corl.torchvision_compat", "corl.errors"},  # the synthetic world imports nothing else
+    {"corl.shapes", "corl.paths", "corl.torchvision_compat", "corl.errors", "corl.launch"},  # the synthetic world imports nothing else
     {"corl.config"},  # the one owner of defaults and valid choices
     {"corl.algos", "corl.policy"},  # pure GRPO math; the Janus adapter
     {"corl.data", "corl.generation"},  # rows and loaders; rollouts and the decoding stack

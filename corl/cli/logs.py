@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+from corl.launch import launch_rank
+
 FORMAT = "%(asctime)s{rank} %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 
@@ -39,13 +41,6 @@ class TqdmHandler(logging.StreamHandler):
             raise
         except Exception:  # noqa: BLE001 - logging's own contract: a failing handler reports, never raises
             self.handleError(record)
-
-
-def launch_rank() -> tuple[int, int]:
-    """(rank, world size) of this process as the launcher set them; (0, 1) when not launched."""
-    rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0"
-    world = os.environ.get("WORLD_SIZE") or "1"
-    return (int(rank) if rank.isdigit() else 0), (int(world) if world.isdigit() else 1)
 
 
 def setup_logging(verbose: bool) -> None:

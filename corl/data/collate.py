@@ -128,6 +128,24 @@ def strata_of(dataset: datasets.Dataset, columns: Sequence[str]) -> tuple[int, .
     return tuple(codes.setdefault(tuple(map(str, row)), len(codes)) for row in values)
 
 
+def balanced_indices(strata: Sequence[int], n: int, seed: int = 0) -> list[int]:
+    """n row indices (ascending) spread as evenly as possible over the labels of ``strata``.
+
+    Each label's rows are shuffled (seeded), then the labels are taken in turn, one row each, until n rows
+    are chosen: with L labels every label gets floor(n / L) or one more row, unless it has fewer rows. The
+    same (strata, n, seed) always gives the same rows, so periodic evaluations score the same subset.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, len(strata)]))
+    labels = np.asarray(strata)
+    queues = [list(rng.permutation(np.flatnonzero(labels == label))) for label in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(labels)):
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(int(queue.pop(0)))
+    return sorted(chosen)
+
+
 def collate_rows(
     dataset: datasets.Dataset, indices: Sequence[int], columns: Sequence[str] | None = None
 ) -> dict[str, list[Any]]:

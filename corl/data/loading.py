@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 
 from corl.data.adapters import ColumnResolution, apply_columns, missing_column_error, resolve_columns
 from corl.data.images import ImageCheck, inspect_image
+from corl.launch import is_main_launch_rank
 from corl.data.schema import (
     IMAGE,
     MULTIPLE_CHOICE,
@@ -508,7 +509,8 @@ def _check_rows(
 
     checked = _Checked([], [], [], [], False)
     pool = ThreadPoolExecutor(max_workers=num_workers) if needs_image and num_workers > 1 else None
-    progress = tqdm(total=len(view), desc="corl data: checking rows", unit="row", leave=False)
+    progress = tqdm(total=len(view), desc="corl data: checking rows", unit="row", leave=False,
+                    disable=not is_main_launch_rank())  # every rank checks its rows; one bar is enough
     try:
         for rows in _iter_rows(view, batch_size):
             reasons = []

@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from corl.data.images import to_rgb_image
+from corl.errors import MissingPackage
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +170,14 @@ class MSESimilarity:
 
 
 def import_optional(module: str, extra: str, purpose: str) -> Any:
-    """Import an optional package, or raise ImportError saying how to install it."""
+    """Import an optional package, or raise MissingPackage (an ImportError the CLI prints as the user's to
+    fix) saying how to install it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
+        raise MissingPackage(
             f"{purpose} needs the optional package '{module}', which is not installed: "
             f"pip install 'corl[{extra}]' (or pip install {extra if extra != 'clip' else 'open_clip_torch'})"
         ) from err

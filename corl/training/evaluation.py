@@ -1,8 +1,9 @@
 """Evaluation during training (train.eval_steps): the Shapes suite on the held-out split.
 
 Runs on the main process only (the other ranks wait at a barrier), with the unwrapped policy: greedy
-answers and CFG images, exactly what `corl eval --suite shapes` measures, on at most train.eval_max_rows
-rows. Only the Shapes world has a built-in verifier; for other data sources evaluate checkpoints with
+answers and CFG images, exactly what `corl eval --suite shapes` measures, on train.eval_max_rows rows
+balanced over GenEval category and question type (the same rows at every evaluation; the first rows of
+the split would leave some categories with one row and make the curve jump). Only the Shapes world has a built-in verifier; for other data sources evaluate checkpoints with
 `corl eval`. Skipped (with a warning) under train.sharding=fsdp2, whose sharded parameters would need every
 rank to take part.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+EVAL_STRATA = ("category", "question_type")  # the Shapes test split's columns the subset is balanced over
 
 
 class ShapesEvaluator:
@@ -39,12 +42,16 @@ class ShapesEvaluator:
     def _test_rows(self) -> Any:
         if self.rows is None:
             from corl.data import load_rows
+            from corl.data.collate import balanced_indices, strata_of
             from corl.data.shapes_source import default_shapes_dir
 
             d = self.cfg.data
             folder = default_shapes_dir(d.shapes_n_train, d.shapes_n_test, d.shapes_seed, d.shapes_image_size)
-            self.rows = load_rows(str(folder), split="test", task="unified",
-                                  limit=self.cfg.train.eval_max_rows or None).dataset
+            rows = load_rows(str(folder), split="test", task="unified").dataset
+            n = self.cfg.train.eval_max_rows
+            if n and n < len(rows):
+                rows = rows.select(balanced_indices(strata_of(rows, EVAL_STRATA), n))
+            self.rows = rows
         return self.rows
 
     def __call__(self, policy: Any, step: int) -> dict[str, float]:

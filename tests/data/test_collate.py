@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from corl.data.collate import EpochSampler, collate_rows, sample_batch, strata_of
+from corl.data.collate import EpochSampler, balanced_indices, collate_rows, sample_batch, strata_of
 from corl.data.loading import load_rows
 
 
@@ -131,3 +131,19 @@ def test_sample_batch_matches_sampler():
     batch = sample_batch(table, 4, epoch=1, step=1, seed=3, rank=1, world_size=2)
     expected = EpochSampler(20, 4, seed=3, world_size=2, rank=1).indices(1, 1)
     assert batch["prompt"] == [f"p{i}" for i in expected]
+
+
+def test_balanced_indices_give_every_label_its_share():
+    strata = [i % 12 for i in range(300)]  # the Shapes test split: 6 categories x 2 question types
+    chosen = balanced_indices(strata, 48)
+    assert chosen == sorted(set(chosen)) and len(chosen) == 48
+    assert np.bincount([strata[i] for i in chosen]).tolist() == [4] * 12
+    assert balanced_indices(strata, 48) == chosen  # the same rows at every evaluation
+    assert balanced_indices(strata, 48, seed=1) != chosen
+
+
+def test_balanced_indices_when_labels_run_out():
+    strata = [0] * 10 + [1]  # label 1 has one row: the rest come from label 0
+    chosen = balanced_indices(strata, 4)
+    assert 10 in chosen and len(chosen) == 4
+    assert balanced_indices([0, 1], 5) == [0, 1]  # never more rows than there are

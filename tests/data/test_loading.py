@@ -465,3 +465,13 @@ def test_unreadable_csv_and_parquet_are_one_clear_error(tmp_path, cache):
     garbage.write_bytes(b"not a parquet file at all")
     with pytest.raises(ValueError, match=f"^could not read data file {garbage}: ArrowInvalid: "):
         load_rows(str(garbage), cache_dir=cache)
+
+
+@pytest.mark.parametrize("rank, drawn", [("0", True), ("1", False)])
+def test_only_rank_zero_draws_the_checking_bar(monkeypatch, capsys, rank, drawn):
+    """Under a launcher every rank checks its rows, but one bar is enough (the others would repeat it)."""
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    images = [Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)) for i in range(3)]
+    load_rows(datasets.Dataset.from_list([unified_row(i, images[i]) for i in range(3)]), task="unified")
+    assert ("checking rows" in capsys.readouterr().err) == drawn

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from corl.data.images import ImageDecodeError, to_rgb_image
+from corl.errors import MissingPackage
 from corl.rewards.image_similarity import (
     LPIPSSimilarity,
     MSESimilarity,
@@ -104,7 +105,8 @@ def test_image_inputs(tmp_path, shapes_image):
 
 def test_lpips_missing_gives_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips -> ImportError
-    with pytest.raises(ImportError, match="pip install"):
+    # MissingPackage: the CLI prints it as the user's to fix, in one line (not as an unexpected error)
+    with pytest.raises(MissingPackage, match=r"pip install 'corl\[janus\]'"):
         make_image_similarity("lpips")
 
 
