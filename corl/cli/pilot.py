@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +53,6 @@ UNIFIED_VARIANTS: dict[str, tuple[str, ...]] = {
     "unified-kl": ("grpo.beta=0.02",),
 }
 ARMS: tuple[str, ...] = (*DEFAULT_ARMS, *UNIFIED_VARIANTS)
-SCORES: tuple[tuple[str, str], ...] = (("t2i.overall", "generation"), ("mc.accuracy", "MC"),
-                                       ("oe.accuracy", "OE"), ("format_rate", "format"))
-
-
 def arm_schedule(arm: str, steps: int) -> list[tuple[str, int]]:
     """(stage, steps) blocks of an arm for a unified budget of `steps` steps (module docstring)."""
     half = max(1, steps // 2)
@@ -96,108 +91,6 @@ def run_arm(arm: str, steps: int, settings: DemoSettings, base: Path, batch: int
     return evaluate_checkpoint(model, arm_dir / "eval.json", settings)
 
 
-def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float | None]]]:
-    """arm -> score -> {mean, std, n} over seeds."""
-    table: dict[str, dict[str, dict[str, float | None]]] = {}
-    for arm, runs in results.items():
-        table[arm] = {}
-        for key, _ in SCORES:
-            values = [r[key] for r in runs if r.get(key) is not None]
-            table[arm][key] = {
-                "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None,
-                "n": len(values),
-            }
-    return table
-
-
-def budget_text(seeds: list[int], steps: int) -> str:
-    return (f"Seeds {', '.join(str(s) for s in seeds)}; budget: unified {steps} steps = single-task arms "
-            f"{2 * steps} steps (equal sampled completions). Scores in % on the held-out split, mean ± std over "
-            "seeds.")
-
-
-def score_table(table: dict) -> Any:
-    """One row per arm, one column per score: mean ± std over seeds."""
-    from corl.report.document import Table
-
-    rows = []
-    for arm, scores in table.items():
-        cells = []
-        for key, _ in SCORES:
-            s = scores[key]
-            cells.append("n/a" if s["mean"] is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}")
-        rows.append([arm, *cells])
-    return Table(["arm", *(label for _, label in SCORES)], rows)
-
-
-def markdown_table(table: dict, seeds: list[int], steps: int) -> str:
-    from corl.report.document import markdown_table as as_markdown
-
-    return budget_text(seeds, steps) + "\n\n" + as_markdown(score_table(table))
-
-
-def plot_pilot(table: dict, path: Path) -> Path:
-    """Generation score against understanding score (mean of MC and OE), one point per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
-    for arm, scores in table.items():
-        gen = scores["t2i.overall"]
-        und = [scores[k]["mean"] for k in ("mc.accuracy", "oe.accuracy") if scores[k]["mean"] is not None]
-        if gen["mean"] is None or not und:
-            continue
-        x, y = 100 * sum(und) / len(und), 100 * gen["mean"]
-        ax.errorbar(x, y, yerr=100 * (gen["std"] or 0.0), fmt="o", capsize=3)
-        ax.annotate(arm, (x, y), textcoords="offset points", xytext=(5, 5))
-    ax.set_xlabel("understanding: mean of MC and OE accuracy (%)")
-    ax.set_ylabel("generation pass rate (%)")
-    ax.grid(alpha=0.3)
-    ax.set_title("pilot study (Shapes world)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_pilot_report(out: Path, args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> str:
-    """OUT/pilot.md, pilot.html, pilot.json and pilot.png from the arms evaluated so far (rewritten after
-    each arm, so a killed pilot keeps what finished); returns the table's text."""
-    from corl.eval.grading import write_json_atomic
-    from corl.report.demo import PROVENANCE_FILE, read_json
-    from corl.report.document import Bullets, Document, Figure, Heading, Image, Paragraph, write_document
-
-    done = {arm: runs for arm, runs in results.items() if runs}
-    table = summarize(done)
-    text = markdown_table(table, list(args.seeds), args.steps)
-    plot = plot_pilot(table, out / "pilot.png")
-    write_json_atomic({"seeds": args.seeds, "steps": args.steps, "table": table, "runs": results}, out / "pilot.json")
-    missing = [f"{arm} ({len(args.seeds) - len(results[arm])} of {len(args.seeds)} seeds)"
-               for arm in args.arms if len(results[arm]) < len(args.seeds)]
-    doc = Document("Pilot study")
-    images = f"{args.images_per_prompt} image{'s' if args.images_per_prompt != 1 else ''}"
-    doc.add(Paragraph(f"Arms: {', '.join(args.arms)}; {args.max_rows} held-out rows, {images} per caption; "
-                      f"overrides: `{' '.join(args.overrides) or 'none'}`."))
-    if missing:
-        doc.add(Paragraph(f"**Status: incomplete.** Not (yet) evaluated: {', '.join(missing)}."))
-    doc.add(Paragraph(budget_text(list(args.seeds), args.steps)), score_table(table), Figure(Image(plot, "pilot")))
-    records = read_json(out / PROVENANCE_FILE) if (out / PROVENANCE_FILE).is_file() else []
-    if records:
-        first = records[0]
-        doc.add(Heading("Provenance"), Bullets([
-            f"command: `{first['command']}` (started {first['started']})",
-            f"corl commit: `{first['commit'] or 'not a git checkout'}`",
-            "versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items() if v),
-            f"machine: {first['machine']['platform']}, {first['machine']['cpu_cores']} CPU cores, "
-            f"{first['machine']['torch_threads']} torch threads, device {first['machine']['device']}"]))
-    write_document(doc, out, stem="pilot")
-    return text
-
-
 # What a pilot writes into OUT (and --force deletes).
 PILOT_WRITES: tuple[str, ...] = ("run.json", "provenance.json", "pilot.md", "pilot.html", "pilot.json", "pilot.png",
                                  "seed-*")
@@ -205,6 +98,7 @@ PILOT_WRITES: tuple[str, ...] = ("run.json", "provenance.json", "pilot.md", "pil
 
 def run_pilot(args: argparse.Namespace) -> int:
     from corl.policy import default_model_path
+    from corl.report.pilot import write_pilot_report  # matplotlib: imported when the command runs
 
     seeds = list(args.seeds)
     if len(set(seeds)) != len(seeds):
@@ -226,7 +120,7 @@ def run_pilot(args: argparse.Namespace) -> int:
         for arm in args.arms:
             logger.info("pilot: seed %d, arm %s", seed, arm)
             results[arm].append(run_arm(arm, args.steps, settings, base, batch))
-            text = write_pilot_report(out, args, results)
+            text = write_pilot_report(out, record, results)
     print(text)
     print(f"\n{out / 'pilot.md'} and pilot.html ({time.perf_counter() - start:.0f} s)")
     return 0

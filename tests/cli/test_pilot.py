@@ -2,10 +2,9 @@
 
 import json
 
-import pytest
 
 from corl.cli import main
-from corl.cli.pilot import UNIFIED_VARIANTS, arm_overrides, arm_schedule, summarize, unified_batch_size
+from corl.cli.pilot import UNIFIED_VARIANTS, arm_overrides, arm_schedule, unified_batch_size
 from corl.data import shapes_source
 from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
 
@@ -35,13 +34,6 @@ def test_unified_variants_change_one_setting_at_the_unified_budget():
     assert arm_overrides("unified", 10, 4)[1] == "grpo.beta=0"
 
 
-def test_summarize_mean_and_std():
-    table = summarize({"a": [{"t2i.overall": 0.2, "mc.accuracy": None}, {"t2i.overall": 0.4}]})
-    assert table["a"]["t2i.overall"]["mean"] == pytest.approx(0.3)
-    assert table["a"]["t2i.overall"]["std"] == pytest.approx(0.1414213, rel=1e-5)
-    assert table["a"]["mc.accuracy"]["mean"] is None
-
-
 def test_pilot_runs_every_arm(tmp_path, monkeypatch):
     monkeypatch.setenv("CORL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CORL_SHAPES_BASE", str(save_tiny_policy(tmp_path / "base")))
@@ -56,7 +48,11 @@ def test_pilot_runs_every_arm(tmp_path, monkeypatch):
     assert set(saved["table"]) == {"base", "cycle", "unified"}
     assert [p.name for p in sorted((out / "seed-0" / "cycle").glob("*-*"))] == ["0-t2i", "1-mm2t", "2-t2i", "3-mm2t"]
     assert (out / "pilot.md").is_file() and (out / "pilot.html").is_file() and (out / "pilot.png").is_file()
-    assert "## Provenance" in (out / "pilot.md").read_text()
+    report = (out / "pilot.md").read_text()
+    for section in ("## Change from the base", "## Generation per category", "## Open-ended accuracy per question template",
+                    "## Provenance"):
+        assert section in report
+    assert set(saved["changes_from_base"]) == {"cycle", "unified"}
     # every arm samples as many prompts per step as the unified recipe (t2i's own recipe samples more)
     batches = {json.loads(line)["header"]["per_device_batch_size"]
                for path in (out / "seed-0").glob("*/*/metrics.jsonl") for line in path.open() if '"header"' in line}
