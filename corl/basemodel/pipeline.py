@@ -96,6 +96,9 @@ class BaseModelRecipe:
     eval_batch_size: int = 16
     eval_max_new_tokens: int = 48  # the SFT targets are ~20 tokens; longer answers are wrong anyway
     eval_seed: int = 0
+    # answers sampled per question at temperature 1: the report's sampled accuracy and contrast per template
+    # (what GRPO can find, beside what greedy decoding answers)
+    eval_answer_samples: int = 8
 
     def resolved(self) -> BaseModelRecipe:
         """This recipe with sizes / vq / sft filled in."""
@@ -126,6 +129,7 @@ def quick_recipe() -> BaseModelRecipe:
         eval_images_per_prompt=1,
         eval_batch_size=4,
         eval_max_new_tokens=8,
+        eval_answer_samples=2,
     )
 
 
@@ -292,7 +296,7 @@ def make_base_model(
         metrics = evaluate_shapes(
             policy, test, images_per_prompt=recipe.eval_images_per_prompt, cfg_weight=recipe.eval_cfg_weight,
             seed=recipe.eval_seed, max_rows=recipe.eval_rows, batch_size=recipe.eval_batch_size,
-            max_new_tokens=recipe.eval_max_new_tokens,
+            max_new_tokens=recipe.eval_max_new_tokens, answer_samples=recipe.eval_answer_samples,
         )
         t = lap("eval", t)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corl.config import DEFAULT_CFG_WEIGHT
-from corl.cli.argtypes import add_threads_argument, finite_float, positive_int
+from corl.cli.argtypes import add_threads_argument, finite_float, nonnegative_int, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def _run_shapes(args: argparse.Namespace, policy: Any) -> dict[str, Any]:
         policy, loaded.dataset, images_per_prompt=args.images_per_prompt, cfg_weight=args.cfg, seed=args.seed,
         max_rows=args.max_rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         model_path=args.model, return_details=args.details, image_dir=args.image_dir,
+        answer_samples=args.answer_samples,
     )
     result["settings"].update(data=data, split=split, skipped_rows=loaded.report.skipped)
     return result
@@ -156,6 +157,22 @@ def _summary(result: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def sampled_answers_table(result: dict[str, Any]) -> str:
+    """Greedy vs sampled accuracy, an image-blind answerer's accuracy with the same answers, and the share of
+    questions with both right and wrong samples, per format and question template (`--answer-samples`);
+    "" without sampled answers."""
+    lines = []
+    for fmt in ("mc", "oe"):
+        for topic, s in (result.get(f"{fmt}.sampled_by_topic") or {}).items():
+            greedy = result[f"{fmt}.accuracy"] if topic == "all" else (result[f"{fmt}.by_topic"].get(topic) or {}).get("accuracy")
+            lines.append(f"{fmt:6} {topic:9} {s['n']:5d} {'n/a' if greedy is None else f'{100 * greedy:.1f}':>7} "
+                         f"{100 * s['accuracy']:8.1f} {100 * s['blind']:6.1f} {100 * s['contrast']:9.1f}")
+    if not lines:
+        return ""
+    header = f"{'format':6} {'template':9} {'n':>5} {'greedy':>7} {'sampled':>8} {'blind':>6} {'contrast':>9}   (%)"
+    return "\n".join([header, *lines])
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Reject bad arguments before a model is loaded (ValueError: one clear line from the CLI)."""
     if args.suite not in SUITES:
@@ -216,6 +233,8 @@ def run_eval(args: argparse.Namespace, policy: Any = None) -> dict[str, Any]:
 def _command(args: argparse.Namespace) -> int:
     result = run_eval(args)
     print(f"corl eval {args.suite}: {_summary(result)}")
+    if table := sampled_answers_table(result):
+        print(f"answers sampled at temperature 1 ({result['settings']['answer_samples']} per question):\n{table}")
     print(f"results written to {args.out}")
     return 0
 
@@ -256,6 +275,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=positive_int, default=None, help="use at most this many rows / prompts")
     p.add_argument("--batch-size", type=positive_int, default=8, help="prompts or questions per policy call (8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=512, help="answer length limit (512, the paper's)")
+    p.add_argument("--answer-samples", type=nonnegative_int, default=0, metavar="K",
+                   help="shapes: also sample K answers per question at temperature 1 and report their accuracy and "
+                        "the share of questions with both right and wrong samples, per template (default 0: off)")
     p.add_argument("--details", action="store_true", help="include per-row details in results.json")
     p.add_argument("--force", action="store_true", help="geneval/dpg/wise: redo images that exist already")
     add_threads_argument(p)

@@ -105,6 +105,7 @@ def add_make_base_parser(shapes_subparsers: argparse._SubParsersAction) -> argpa
 
 def run_make_base(args: argparse.Namespace) -> int:
     from corl.basemodel.pipeline import REPORT_NAME, make_base_model
+    from corl.cli.eval import sampled_answers_table
 
     report = make_base_model(args.out, seed=args.seed, quick=args.quick, num_threads=args.threads)
     ev = report["evaluation"]
@@ -119,4 +120,7 @@ def run_make_base(args: argparse.Namespace) -> int:
           f"{100 * report['vq']['reconstruction']['pass_rate']:.1f}%")
     print(f"  {report['parameters']['total'] / 1e6:.2f}M parameters, "
           f"{report['checkpoint_bytes'] / 2**20:.1f} MiB; report: {Path(args.out) / REPORT_NAME}")
+    if table := sampled_answers_table(ev):
+        print(f"  answers sampled at temperature 1 ({report['evaluation_settings']['answer_samples']} per question):")
+        print("\n".join("    " + line for line in table.splitlines()))
     return 0

@@ -17,7 +17,9 @@ stream each image gets.
 
 Result keys: `t2i.overall`, `t2i.<category>` (per category present), `t2i.n_images`, `mc.accuracy`, `mc.n`,
 `oe.accuracy`, `oe.n`, `format_rate`, `mm2t.n_unscorable`, `mc.by_topic` and `oe.by_topic` ({topic:
-{accuracy, n}} per question template: color, shape, count, exists, relation, side), `settings`; and
+{accuracy, n}} per question template: color, shape, count, exists, relation, side), `settings`;
+`mc.sampled_by_topic` / `oe.sampled_by_topic` ({topic: {accuracy, blind, contrast, n}}, and "all") with
+answer_samples; and
 `details` (one record per row) when asked for. An accuracy is None when its question type has no rows.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from tqdm.auto import tqdm
 from corl.config import DEFAULT_CFG_WEIGHT
 from corl.policy.policy import JanusPolicy
 from corl.eval.grading import (
+    AnswerScore,
     batch_seed,
     batched,
     check_count,
@@ -132,6 +136,67 @@ def _understanding_pass(
     return answers
 
 
+def _sampled_pass(
+    policy: JanusPolicy, rows: Sequence[Mapping[str, Any]], k: int, batch_size: int, max_new_tokens: int, seed: int
+) -> list[list[AnswerScore]]:
+    """k answers per row sampled at temperature 1, each scored: [rows][k]."""
+    scores: list[list[AnswerScore]] = []
+    n_batches = -(-len(rows) // batch_size)
+    for start, batch in tqdm(batched(rows, batch_size), total=n_batches, desc="shapes eval: sampled answers",
+                             unit="batch"):
+        images = [_rgb(r["image"]) for r in batch for _ in range(k)]
+        questions = [str(r["question"]) for r in batch for _ in range(k)]
+        out = answer(policy, images, questions, greedy=False, temperature=1.0, max_new_tokens=max_new_tokens,
+                     seed=batch_seed(seed, start))
+        check_count(out, len(images), "answers")
+        for i, row in enumerate(batch):
+            scores.append([score_answer(a, row["solution"], str(row["question"]), row.get("question_type"))
+                           for a in out[i * k:(i + 1) * k]])
+    return scores
+
+
+def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScore]]]) -> float:
+    """Accuracy of a blind answerer on these rows: one that draws each answer from the pooled distribution
+    of all the rows' sampled answers (same template), whatever the row (image and question). The sampled
+    accuracy minus this is what the answers take from the row."""
+    pooled = Counter(s.extracted for _, samples in group for s in samples)
+    total = sum(pooled.values())
+    right = 0.0
+    for row, _ in group:
+        for text, count in pooled.items():
+            if text is not None:
+                verdict = score_answer(f"<answer>{text}</answer>", row["solution"], str(row["question"]),
+                                       row.get("question_type")).correct
+                right += count / total * float(verdict or 0.0)
+    return right / len(group)
+
+
+def sampled_by_topic(rows: Sequence[Mapping[str, Any]], sampled: Sequence[Sequence[AnswerScore]],
+                     formats: Sequence[str], topics: Sequence[str | None], question_format: str) -> dict:
+    """{topic: {"accuracy", "blind", "contrast", "n"}} over the scorable rows of one format ("all": every
+    topic): the mean accuracy of the sampled answers; the accuracy of an image-blind answerer with the same
+    answers (`_blind_accuracy`); the share of rows whose samples hold both a right and a wrong answer (the
+    rows on which a group of answers has a reward difference to learn from)."""
+    groups: dict[str, list[tuple[Mapping[str, Any], list[AnswerScore]]]] = {}
+    for row, samples, fmt, topic in zip(rows, sampled, formats, topics, strict=True):
+        scored = [s for s in samples if s.correct is not None]
+        if fmt == question_format and scored:
+            groups.setdefault(topic or "other", []).append((row, scored))
+    order = [t for t in QUESTION_TOPICS if t in groups] + sorted(set(groups) - set(QUESTION_TOPICS))
+
+    def stats(group: list[tuple[Mapping[str, Any], list[AnswerScore]]]) -> dict[str, float | int]:
+        hits = [[bool(s.correct) for s in samples] for _, samples in group]
+        return {"accuracy": sum(sum(h) / len(h) for h in hits) / len(hits), "blind": _blind_accuracy(group),
+                "contrast": sum(0 < sum(h) < len(h) for h in hits) / len(hits), "n": len(hits)}
+
+    result = {t: stats(groups[t]) for t in order}
+    if order:  # "all": the blind answerer of each template, weighted by its rows
+        every = [item for t in order for item in groups[t]]
+        result["all"] = {**stats(every),
+                         "blind": sum(result[t]["blind"] * result[t]["n"] for t in order) / len(every)}
+    return result
+
+
 def accuracy_by_topic(scores: Sequence[Any], topics: Sequence[str | None], question_format: str) -> dict:
     """{topic: {"accuracy", "n"}} over the scorable rows of one format, topics in QUESTION_TOPICS order
     (questions of no known template under "other")."""
@@ -163,6 +228,7 @@ def evaluate_shapes(
     return_details: bool = False,
     scorer: GenerationScorer | None = None,
     image_dir: str | os.PathLike[str] | None = None,
+    answer_samples: int = 0,
 ) -> dict[str, Any]:
     """Evaluate `policy` on Shapes rows (module docstring for the metrics and result keys).
 
@@ -170,10 +236,14 @@ def evaluate_shapes(
     question, solution (question_type and category used when present). batch_size: prompts per
     generation call and questions per answer call. scorer: checks one generated image against a scene,
     returning a result with .passed and .reason (default: corl.shapes.score_generation). image_dir: also
-    save the generated images there (row<index>_<j>.png).
+    save the generated images there (row<index>_<j>.png). answer_samples: also sample that many answers
+    per question at temperature 1 (`mc.sampled_by_topic`, `oe.sampled_by_topic`: sampled accuracy and the
+    share of rows with both right and wrong samples, per question template).
     """
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+    if answer_samples < 0:
+        raise ValueError(f"answer_samples must be >= 0, got {answer_samples}")
     rows = _rows(dataset_split, max_rows)
     scenes = [Scene.from_json(str(r["scene"])) for r in rows]
     scorer = scorer or default_generation_scorer()
@@ -230,9 +300,15 @@ def evaluate_shapes(
                 "greedy": True,
                 "batch_size": batch_size,
                 "max_new_tokens": max_new_tokens,
+                "answer_samples": answer_samples,
             },
         }
     )
+    if answer_samples:
+        sampled = _sampled_pass(policy, rows, answer_samples, batch_size, max_new_tokens, seed)
+        formats = [s.question_format for s in scores]
+        for fmt in ("mc", "oe"):
+            result[f"{fmt}.sampled_by_topic"] = sampled_by_topic(rows, sampled, formats, topics, fmt)
     if return_details:
         result["details"] = [
             {

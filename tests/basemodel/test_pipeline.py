@@ -29,8 +29,9 @@ def quick_build(tmp_path_factory) -> tuple[Path, dict]:
 def test_quick_recipe_saves_a_loadable_checkpoint_with_a_report(quick_build):
     out, report = quick_build
     assert json.loads((out / REPORT_NAME).read_text()) == report
-    for key in ("t2i.overall", "mc.accuracy", "oe.accuracy", "format_rate"):
+    for key in ("t2i.overall", "mc.accuracy", "oe.accuracy", "format_rate", "oe.sampled_by_topic"):
         assert key in report["evaluation"]
+    assert report["evaluation_settings"]["answer_samples"] == 2
     assert report["parameters"]["total"] == sum(v for k, v in report["parameters"].items() if k != "total")
     assert 0 < report["checkpoint_bytes"] < 25 * 2**20
     assert set(report["timings_seconds"]) == {"data_and_init", "vq", "sft_data", "sft", "eval", "save"}
@@ -70,6 +71,7 @@ def test_cli_make_base_quick(tmp_path, capsys):
     assert main(["shapes", "make-base", "--out", str(out), "--quick", "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "saved Shapes base model" in printed and "generation pass rate" in printed
+    assert "answers sampled at temperature 1 (2 per question)" in printed
     assert json.loads((out / REPORT_NAME).read_text())["seed"] == 1
 
 

@@ -157,3 +157,23 @@ def test_bad_arguments_fail_before_a_model_is_loaded(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):  # a bad number is refused while parsing (corl.cli.argtypes)
         parse(["--batch-size", "0", "--out", out])
     assert not Path(out).exists()
+
+
+def test_shapes_answer_samples_table(tmp_path, shapes_split, scenes_by_caption, solutions_by_question):
+    data = tmp_path / "shapes"
+    datasets.DatasetDict({"test": shapes_split}).save_to_disk(str(data))
+    policy = FakePolicy(scenes_by_caption, lambda q: "<think>.</think>" + solutions_by_question[q])
+    args = parse(["--model", "ckpt", "--data", str(data), "--out", str(tmp_path / "r.json"), "--images-per-prompt",
+                  "1", "--answer-samples", "3"])
+    result = commands.run_eval(args, policy=policy)
+    assert result["settings"]["answer_samples"] == 3
+    assert sum(len(c["questions"]) for c in policy.answer_calls if not c["greedy"]) == 3 * len(shapes_split)
+    table = commands.sampled_answers_table(result).splitlines()
+    assert table[0].split()[:7] == ["format", "template", "n", "greedy", "sampled", "blind", "contrast"]
+    oe_all = next(line.split() for line in table if line.startswith("oe") and " all " in line)
+    # a policy that always answers right: greedy and sampled 100%, no question with a wrong sample
+    assert oe_all[3:4] == ["100.0"] and oe_all[4] == "100.0" and oe_all[6] == "0.0"
+    assert 0 <= float(oe_all[5]) <= 100  # the image-blind answerer (tests/eval/test_shapes_suite.py)
+    assert commands.sampled_answers_table({"oe.accuracy": 1.0}) == ""
+    with pytest.raises(SystemExit):
+        parse(["--model", "m", "--out", "r.json", "--answer-samples", "-1"])

@@ -71,11 +71,12 @@ class FakePolicy:
                     images.append(Image.new("RGB", (self.size, self.size), color))
         return images
 
-    def answer(self, images, questions, *, greedy=True, max_new_tokens=256):
+    def answer(self, images, questions, *, greedy=True, max_new_tokens=256, temperature=1.0, seed=None):
         assert len(images) == len(questions)
         assert all(isinstance(im, Image.Image) and im.mode == "RGB" for im in images)
         self.answer_calls.append(
-            {"questions": list(questions), "greedy": greedy, "max_new_tokens": max_new_tokens}
+            {"questions": list(questions), "greedy": greedy, "max_new_tokens": max_new_tokens,
+             "temperature": temperature, "seed": seed}
         )
         return [self.answer_fn(q) for q in questions]
 

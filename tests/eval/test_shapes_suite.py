@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from corl.eval.shapes_suite import evaluate_shapes
+from corl.eval.grading import score_answer
+from corl.eval.shapes_suite import evaluate_shapes, sampled_by_topic
 from corl.shapes import CATEGORIES, Scene
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
 
@@ -175,3 +176,80 @@ def test_runs_with_the_real_janus_policy_class(shapes_split):
     )
     assert result["t2i.n_images"] == 2 and result["mc.n"] + result["oe.n"] + result["mm2t.n_unscorable"] == 2
     assert all(isinstance(d["completion"], str) for d in result["details"])
+
+
+class AlternatingSampler(FakePolicy):
+    """Greedy: always wrong. Sampled: right on every other answer of each question, or (for the questions
+    in `always_right`) always right."""
+
+    def __init__(self, solutions, always_right=frozenset()):
+        super().__init__({})
+        self.solutions, self.always_right, self.seen = solutions, always_right, {}
+
+    def answer(self, images, questions, *, greedy=True, max_new_tokens=256, temperature=1.0, seed=None):
+        super().answer(images, questions, greedy=greedy, max_new_tokens=max_new_tokens, temperature=temperature,
+                       seed=seed)
+        out = []
+        for q in questions:
+            self.seen[q] = self.seen.get(q, 0) + (not greedy)
+            right = not greedy and (q in self.always_right or self.seen[q] % 2 == 1)
+            out.append(FORMATTED.format("nothing") if not right else "<think>ok</think>" + self.solutions[q])
+        return out
+
+
+def test_sampled_answers_give_accuracy_and_contrast_per_template(shapes_split, solutions_by_question):
+    rows = list(shapes_split)
+    oe_rows = [r for r in rows if r["question_type"] == "oe"]
+    sure = oe_rows[0]["question"]
+    policy = AlternatingSampler(solutions_by_question, always_right={sure})
+    result = evaluate_shapes(policy, shapes_split, images_per_prompt=1, batch_size=5, answer_samples=4)
+    assert result["oe.accuracy"] == 0.0 and result["settings"]["answer_samples"] == 4
+    sampled = [c for c in policy.answer_calls if not c["greedy"]]
+    assert sum(len(c["questions"]) for c in sampled) == 4 * len(rows)  # k answers per question
+    assert all(c["temperature"] == 1.0 for c in sampled) and len({c["seed"] for c in sampled}) == len(sampled)
+    oe = result["oe.sampled_by_topic"]
+    assert oe["all"]["n"] == len(oe_rows)
+    # every row: 2 of 4 right (contrast), but the always-right row has no contrast and accuracy 1
+    assert oe["all"]["accuracy"] == pytest.approx((0.5 * (len(oe_rows) - 1) + 1.0) / len(oe_rows))
+    assert oe["all"]["contrast"] == pytest.approx((len(oe_rows) - 1) / len(oe_rows))
+    topic = question_topic(sure)
+    assert sum(t["n"] for name, t in oe.items() if name != "all") == len(oe_rows)
+    assert oe[topic]["contrast"] < 1.0 and result["mc.sampled_by_topic"]["all"]["contrast"] == 1.0
+
+
+def test_no_sampled_answers_by_default(shapes_split, solutions_by_question):
+    policy = AlternatingSampler(solutions_by_question)
+    result = evaluate_shapes(policy, shapes_split, images_per_prompt=1)
+    assert "oe.sampled_by_topic" not in result and all(c["greedy"] for c in policy.answer_calls)
+    with pytest.raises(ValueError, match="answer_samples"):
+        evaluate_shapes(policy, shapes_split, images_per_prompt=1, answer_samples=-1)
+
+
+def exists_rows():
+    """Four 'Is there ...?' rows, answers yes, yes, yes, no."""
+    question = "Is there a red circle in the image?"
+    return [{"question": question, "solution": f"<answer>{a}</answer>", "question_type": "oe"}
+            for a in ("yes", "yes", "yes", "no")]
+
+
+def scored(rows, answers_per_row):
+    return [[score_answer(f"<answer>{a}</answer>", r["solution"], r["question"], "oe") for a in answers]
+            for r, answers in zip(rows, answers_per_row)]
+
+
+def test_an_answerer_that_ignores_the_image_has_no_lift():
+    rows = exists_rows()
+    sampled = scored(rows, [["yes", "yes", "no", "yes"]] * 4)  # the same answers whatever the image
+    stats = sampled_by_topic(rows, sampled, ["oe"] * 4, ["exists"] * 4, "oe")["exists"]
+    assert stats["accuracy"] == pytest.approx(stats["blind"]) == pytest.approx((3 * 0.75 + 0.25) / 4)
+    assert stats["contrast"] == 1.0  # every group has a reward difference, yet nothing depends on the image
+
+
+def test_an_answerer_that_reads_the_image_beats_the_blind_one():
+    rows = exists_rows()
+    sampled = scored(rows, [["yes", "yes"], ["yes", "no"], ["yes", "yes"], ["no", "no"]])
+    stats = sampled_by_topic(rows, sampled, ["oe"] * 4, ["exists"] * 4, "oe")
+    assert stats["exists"]["accuracy"] == pytest.approx(0.875)
+    assert stats["exists"]["blind"] == pytest.approx((3 * 5 / 8 + 3 / 8) / 4)  # pooled: 5 yes, 3 no
+    assert stats["exists"]["contrast"] == pytest.approx(0.25)
+    assert stats["all"] == stats["exists"]
