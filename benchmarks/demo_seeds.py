@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                          for stage in sorted(out.iterdir()) if (stage / "summary.json").is_file()}
 
     print(f"\nseeds {args.seeds}, {args.max_rows} held-out rows; scores in %, mean ± std over seeds")
-    print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   change final - base per seed")
+    print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   {'unified - base (mean)':>22s}"
+          "   final - base per seed")
     # headline metrics, then the accuracy per question template (evaluations written before `by_topic`
     # existed have none: those rows are left out)
     labels = list(METRICS) + list({f"{kind} {topic}": None for kind in ("mc", "oe") for s in args.seeds
@@ -65,8 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         if any(v is None for col in cols.values() for v in col):
             continue
         change = [100 * (f - b) for f, b in zip(cols["final"], cols["base"])]
+        unified = [100 * (u - b) for u, b in zip(cols["unified"], cols["base"])]
         print(f"{label:14s} {mean_std(cols['base']):>13s} {mean_std(cols['unified']):>15s} {mean_std(cols['final']):>13s}"
+              f"   {' '.join(f'{c:+.1f}' for c in unified):>14s} ({statistics.fmean(unified):+.1f})"
               f"   {' '.join(f'{c:+.1f}' for c in change)} (mean {statistics.fmean(change):+.1f})")
+    # the targets, on the headline tasks: the unified stage alone costs no task more than 1 point on
+    # average, and the whole demo gains at least 10 points on each
+    for label, name in (("t2i.overall", "generation"), ("mc.accuracy", "MC"), ("oe.accuracy", "OE")):
+        unified = statistics.fmean(100 * (runs[s]["unified"][label] - runs[s]["base"][label]) for s in args.seeds)
+        final = statistics.fmean(100 * (runs[s]["final"][label] - runs[s]["base"][label]) for s in args.seeds)
+        print(f"{name:10s} unified stage {unified:+5.1f} ({'ok' if unified >= -1 else 'below -1'}), "
+              f"demo {final:+5.1f} ({'ok' if final >= 10 else 'below +10'})")
     print("\ntraining reward, mean over the last 10% of a stage's steps minus the first 10%, per seed")
     rose = True
     for stage in ("unified", "t2i", "mc", "oe"):

@@ -5,10 +5,12 @@ Arms, each starting from the Shapes base model:
 - gen-only:      t2i RL;
 - und-only:      understanding RL on mc and oe rows together (stage mm2t);
 - cycle:         alternating blocks of t2i RL and understanding RL (t2i, mm2t, t2i, mm2t);
-- unified:       CoRL's unified RL (both tasks every step, one joint reward).
+- unified:       CoRL's unified RL as the paper sets it (both tasks every step, one joint reward
+                 R_t2i + 0.8 R_mm2t), whatever the shapes-tiny recipe's own unified_mode.
 Variants of the unified arm (not run unless named with --arms), each the unified arm with one change:
 - unified-joint-adv:   grpo.unified_mode=joint_advantage (A = A_t2i + lambda A_mm2t);
-- unified-separate:    grpo.unified_mode=separate (each task its own advantage);
+- unified-separate:    grpo.unified_mode=separate (each task its own advantage; the shapes-tiny recipe's
+                       default, chosen from this comparison: README);
 - unified-task-scale:  grpo.unified_task_scale=group (each task's rewards as z-scores before the joint sum);
 - unified-lambda-0.4:  grpo.unified_lambda=0.4;
 - unified-kl:          grpo.beta=0.02 (a KL to the base model).
@@ -52,6 +54,9 @@ UNIFIED_VARIANTS: dict[str, tuple[str, ...]] = {
     "unified-lambda-0.4": ("grpo.unified_lambda=0.4",),
     "unified-kl": ("grpo.beta=0.02",),
 }
+# The paper's unified setting, which every unified arm starts from (the variants then change one thing).
+PAPER_UNIFIED: tuple[str, ...] = ("grpo.unified_mode=joint_reward", "grpo.unified_lambda=0.8",
+                                  "grpo.unified_task_scale=none")
 ARMS: tuple[str, ...] = (*DEFAULT_ARMS, *UNIFIED_VARIANTS)
 def arm_schedule(arm: str, steps: int) -> list[tuple[str, int]]:
     """(stage, steps) blocks of an arm for a unified budget of `steps` steps (module docstring)."""
@@ -68,8 +73,10 @@ def arm_schedule(arm: str, steps: int) -> list[tuple[str, int]]:
 
 def arm_overrides(arm: str, steps: int, batch: int) -> tuple[str, ...]:
     """Overrides of one block of an arm: its steps, beta 0 (the pilot compares task mixes), the unified
-    recipe's prompts per step, then the variant's own change (which may set beta)."""
-    return (f"train.max_steps={steps}", "grpo.beta=0", f"train.per_device_batch_size={batch}",
+    recipe's prompts per step; for the unified arms the paper's unified setting, then the variant's own
+    change (which may set beta)."""
+    unified = PAPER_UNIFIED if arm == "unified" or arm in UNIFIED_VARIANTS else ()
+    return (f"train.max_steps={steps}", "grpo.beta=0", f"train.per_device_batch_size={batch}", *unified,
             *UNIFIED_VARIANTS.get(arm, ()))
 
 

@@ -4,7 +4,7 @@ import json
 
 
 from corl.cli import main
-from corl.cli.pilot import UNIFIED_VARIANTS, arm_overrides, arm_schedule, unified_batch_size
+from corl.cli.pilot import PAPER_UNIFIED, UNIFIED_VARIANTS, arm_overrides, arm_schedule, unified_batch_size
 from corl.data import shapes_source
 from corl.training.testing import TINY_OVERRIDES, save_tiny_policy
 
@@ -26,12 +26,16 @@ def test_unified_variants_change_one_setting_at_the_unified_budget():
         assert arm_schedule(variant, 10) == [("unified", 10)]
         overrides = arm_overrides(variant, 10, 4)
         assert overrides[:3] == ("train.max_steps=10", "grpo.beta=0", "train.per_device_batch_size=4")
-        assert overrides[3:] == change
+        assert overrides[3:] == PAPER_UNIFIED + change  # the paper's unified setting, then one change
         cfg = load_config(resolve_recipe("shapes-tiny/unified"), list(overrides))  # a valid config
         key, value = change[0].split("=")
         section, name = key.split(".")
         assert str(getattr(getattr(cfg, section), name)) == value
     assert arm_overrides("unified", 10, 4)[1] == "grpo.beta=0"
+    # the unified arm is the paper's, whatever the shipped recipe's own unified_mode
+    paper = load_config(resolve_recipe("shapes-tiny/unified"), list(arm_overrides("unified", 10, 4))).grpo
+    assert (paper.unified_mode, paper.unified_lambda, paper.unified_task_scale) == ("joint_reward", 0.8, "none")
+    assert arm_overrides("gen-only", 10, 4)[3:] == ()
 
 
 def test_pilot_runs_every_arm(tmp_path, monkeypatch):
