@@ -105,19 +105,23 @@ def plot_pilot(table: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
-    for arm, scores in table.items():
+    # A legend, not labels beside the points: arms with close scores would print their names over each other.
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    markers = "osD^vP*Xhp<>"
+    for i, (arm, scores) in enumerate(table.items()):
         gen = scores["t2i.overall"]
         und = [scores[k]["mean"] for k in ("mc.accuracy", "oe.accuracy") if scores[k]["mean"] is not None]
         if gen["mean"] is None or not und:
             continue
         x, y = 100 * sum(und) / len(und), 100 * gen["mean"]
-        ax.errorbar(x, y, yerr=100 * (gen["std"] or 0.0), fmt="o", capsize=3)
-        ax.annotate(arm, (x, y), textcoords="offset points", xytext=(5, 5))
+        ax.errorbar(x, y, yerr=100 * (gen["std"] or 0.0), fmt=markers[i % len(markers)], capsize=3, label=arm,
+                    color=f"C{i % 10}", markersize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     ax.set_xlabel("understanding: mean of MC and OE accuracy (%)")
     ax.set_ylabel("generation pass rate (%)")
     ax.grid(alpha=0.3)
-    ax.set_title("pilot study (Shapes world)")
+    ax.set_title("pilot study (Shapes world): mean over seeds, bars ± std of generation")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
