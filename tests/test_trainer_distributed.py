@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -51,17 +52,31 @@ def launch_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "CORL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def launch(model_dir: Path, out: Path, tmp_path: Path, *extra: str) -> None:
+def launch(model_dir: Path, out: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     done = subprocess.run(launch_command(model_dir, out, *extra), check=False, cwd=REPO, env=launch_env(tmp_path),
                           capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def console_log_lines(done: subprocess.CompletedProcess) -> list[str]:
+    """The log lines a user sees (both streams; progress-bar redraws split off), without their time."""
+    text = (done.stdout + "\n" + done.stderr).replace("\r", "\n")
+    return [line.split(" ", 1)[1] for line in text.splitlines() if re.match(r"\d\d:\d\d:\d\d(\s|\[)", line)]
 
 
 @pytest.mark.timeout(300)
 def test_two_processes_train_in_sync_on_different_samples(tmp_path):
     model_dir = save_tiny_policy(tmp_path / "model")
     out = tmp_path / "run"
-    launch(model_dir, out, tmp_path, "train.max_steps=2", "train.log_rollouts=true")
+    done = launch(model_dir, out, tmp_path, "train.max_steps=2", "train.log_rollouts=true")
+
+    # The console shows each log line once: rank 0 logs, the other rank only warnings, marked with its rank.
+    lines = console_log_lines(done)
+    info = [line for line in lines if " INFO " in line]
+    assert info and len(info) == len(set(info)), "\n".join(lines)
+    assert all(line.startswith("[rank 0]") for line in info)
+    assert not any(line.startswith("[rank 1]") and " INFO " in line for line in lines)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
