@@ -242,7 +242,8 @@ def _curve_caption(points: Sequence[tuple[int, dict]], settings: Mapping[str, An
         if n:
             low, high = wilson_interval(n / 2, n)
             parts.append(f"{_count(n, what)} (a 95% interval spans about ±{100 * (high - low) / 2:.0f} points)")
-    return (f"Held-out score during training: the first {settings.get('curve_rows', '?')} held-out rows, evaluated "
+    return (f"Held-out score during training: {settings.get('curve_rows', '?')} held-out rows balanced over category "
+            f"and question type (the same rows at every point), evaluated "
             f"{settings.get('curve_points', '?')} times per stage by the trainer (`train.eval_steps`; it draws "
             f"from its own seeded generators, so the trained weights are the same as without it). Each point: "
             f"{'; '.join(parts)}, so small moves are noise; the table above uses all {settings['max_rows']} rows. "
