@@ -111,7 +111,10 @@ def rows_of(out_dir: Path) -> tuple[dict, list[dict]]:
                         "model.gradient_checkpointing=true"]),
         ("oe", "dr_grpo", ["rewards.mm2t_reward_funcs=[test_answer_length]", "rewards.mm2t_reward_weights=[1.0]",
                            "train.precision=bf16"]),  # fp32 weights, bf16 autocast
-        ("unified", "dapo", ["optim.gradient_accumulation_steps=2"]),
+        # an answer reward with spread: the shipped unified stage gives answers their own advantage
+        # (unified_mode=separate), and a random tiny model's answers all score 0 on accuracy and format
+        ("unified", "dapo", ["optim.gradient_accumulation_steps=2", "rewards.mm2t_reward_funcs=[test_answer_length]",
+                             "rewards.mm2t_reward_weights=[1.0]"]),
     ],
 )
 def test_every_stage_and_loss_type_trains_the_backbone_only(model_dir, tmp_path, stage, loss_type, extra):
@@ -387,7 +390,9 @@ def test_metrics_summary_samples_and_config_files(model_dir, tmp_path, capsys, m
     assert rows[0]["learning_rate"] == 0.0 and rows[1]["learning_rate"] == pytest.approx(cfg.optim.learning_rate)
     summary = json.loads((out / "summary.json").read_text())
     assert summary == result.summary and summary["final_checkpoint"] == str(out / "checkpoint-2")
-    for task in ("t2i", "mm2t", "joint"):
+    joint = ["joint"] if cfg.grpo.unified_mode == "joint_reward" else []  # the joint sum exists in that mode only
+    assert set(summary["reward"]) == {"t2i", "mm2t", *joint}
+    for task in ("t2i", "mm2t", *joint):
         s = summary["reward"][task]
         assert s["first"] == pytest.approx(rows[0][f"reward/{task}/mean"])
         assert s["last"] == pytest.approx(rows[1][f"reward/{task}/mean"])
