@@ -375,3 +375,18 @@ def test_the_pipeline_report_of_the_real_recipes(tmp_path):
     images = _linked_images(markdown, out)
     assert [p.name for p in images] == ["stage-unified.png", "stage-t2i.png"] and all(p.is_file() for p in images)
     assert report.html_path.read_text().count("data:image/png;base64,") == 2
+
+
+def test_sampled_rows_pair_sampled_and_blind_per_model():
+    from corl.report.tables import sampled_rows
+
+    stats = {"accuracy": 0.5, "blind": 0.25, "contrast": 0.75, "n": 12}
+    evals = {"base": {"oe.sampled_by_topic": {"exists": stats, "all": stats}},
+             "after refined": {"oe.sampled_by_topic": {"exists": {**stats, "accuracy": 0.9}}},
+             "greedy only": {"oe.accuracy": 0.5}}
+    table = sampled_rows(evals)
+    assert table.header == ["question (%)", "base: sampled / blind", "base: contrast", "after refined: sampled / blind",
+                            "after refined: contrast"]
+    assert table.rows[0] == ["OE exists (12)", "50.0 / 25.0", "75.0", "90.0 / 25.0", "75.0"]
+    assert table.rows[1][3:] == ["n/a", "n/a"]  # "all" only in the base's result
+    assert sampled_rows({"base": {"oe.accuracy": 0.5}}) is None

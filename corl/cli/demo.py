@@ -58,13 +58,17 @@ class DemoSettings:
     curve_rows: int = CURVE_ROWS  # 0: no in-training evaluation
     curve_points: int = CURVE_POINTS
     pictures: bool = True  # failure examples and the prompt grid of each evaluation
+    # answers sampled per question at temperature 1 in each evaluation (the report's per-template table of
+    # sampled vs blind accuracy: what GRPO can elicit); 0: greedy answers only
+    answer_samples: int = 8
 
 
 def run_record(settings: DemoSettings, seeds: list[int]) -> dict[str, Any]:
     """What OUT/run.json records and a re-run must match."""
     return {"seeds": list(seeds), "max_rows": settings.max_rows, "images_per_prompt": settings.images_per_prompt,
             "stages": list(settings.stages), "overrides": list(settings.overrides),
-            "curve_rows": settings.curve_rows, "curve_points": settings.curve_points}
+            "curve_rows": settings.curve_rows, "curve_points": settings.curve_points,
+            "answer_samples": settings.answer_samples}
 
 
 def check_rerun(out: Path, command: str, record: dict[str, Any], force: bool, written: tuple[str, ...]) -> bool:
@@ -197,8 +201,9 @@ def _relative_name(model_path: str | Path, folder: Path) -> str:
 
 def _check_eval_settings(result: dict[str, Any], out_json: Path, settings: DemoSettings) -> None:
     """An evaluation read back must have been made with the asked-for rows, images and seed."""
-    made = result.get("settings") or {}
-    wanted = {"max_rows": settings.max_rows, "images_per_prompt": settings.images_per_prompt, "seed": settings.seed}
+    made = {"answer_samples": 0, **(result.get("settings") or {})}  # evaluations without the key sampled none
+    wanted = {"max_rows": settings.max_rows, "images_per_prompt": settings.images_per_prompt, "seed": settings.seed,
+              "answer_samples": settings.answer_samples}
     diff = [f"{k}: {made.get(k)!r} -> {v!r}" for k, v in wanted.items() if made.get(k) != v]
     if diff:
         raise ValueError(f"{out_json} was made with other settings ({'; '.join(diff)}): pass --force to redo "
@@ -244,6 +249,7 @@ def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSe
         # The images of every caption go to a scratch folder; only the failure examples are kept.
         with tempfile.TemporaryDirectory(dir=folder, prefix=".eval-images-") as images:
             result = evaluate_shapes(policy, rows, images_per_prompt=settings.images_per_prompt,
+                                     answer_samples=settings.answer_samples,
                                      cfg_weight=DEFAULT_CFG_WEIGHT, seed=settings.seed,
                                      model_path=_relative_name(model_path, folder), return_details=True,
                                      image_dir=images if pictures else None)
@@ -352,7 +358,8 @@ def run_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds: each seed once, got {' '.join(str(s) for s in seeds)}")
     out: Path = args.out
     template = DemoSettings(out=out, max_rows=args.max_rows, images_per_prompt=args.images_per_prompt,
-                            stages=tuple(args.stages), overrides=list(args.overrides))
+                            stages=tuple(args.stages), overrides=list(args.overrides),
+                            answer_samples=args.answer_samples)
     continued = check_rerun(out, "demo", run_record(template, seeds), args.force, DEMO_WRITES)
     if continued:
         logger.info("continuing the demo in %s (same settings)", out)
@@ -410,6 +417,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"held-out rows per evaluation (default {DemoSettings.max_rows}: the whole test split)")
     p.add_argument("--images-per-prompt", type=positive_int, default=DemoSettings.images_per_prompt, metavar="N",
                    help=f"generated images per held-out caption (default {DemoSettings.images_per_prompt})")
+    p.add_argument("--answer-samples", type=nonnegative_int, default=DemoSettings.answer_samples, metavar="K",
+                   help="answers sampled per held-out question at temperature 1 in each evaluation, for the "
+                        f"report's sampled-vs-blind table (default {DemoSettings.answer_samples}; 0: off)")
     p.add_argument("--stages", type=parse_stages, default=DEMO_STAGES,
                    help="comma-separated stages to run, in order (default: unified,t2i,mc,oe)")
     p.add_argument("--force", action="store_true",

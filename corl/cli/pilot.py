@@ -123,7 +123,7 @@ def run_pilot(args: argparse.Namespace) -> int:
         # The in-training curve and the pictures are the demo's; the pilot compares final scores only.
         settings = DemoSettings(out=out / f"seed-{seed}", seed=seed, max_rows=args.max_rows,
                                 images_per_prompt=args.images_per_prompt, overrides=list(args.overrides),
-                                curve_rows=0, pictures=False)
+                                curve_rows=0, pictures=False, answer_samples=0)
         for arm in args.arms:
             logger.info("pilot: seed %d, arm %s", seed, arm)
             results[arm].append(run_arm(arm, args.steps, settings, base, batch))

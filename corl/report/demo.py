@@ -43,7 +43,7 @@ from corl.report.document import (
 from corl.report.examples import load_failures, load_grid
 from corl.report.plots import plot_heldout_curve, plot_prompt_grid, plot_stage_metrics
 from corl.report.stats import wilson_interval
-from corl.report.tables import heldout_table, reward_rows, reward_seeds_table, seeds_table, topic_rows
+from corl.report.tables import heldout_table, reward_rows, reward_seeds_table, sampled_rows, seeds_table, topic_rows
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,15 @@ def _heldout_section(evals: Mapping[str, Any]) -> list:
     if topics is not None:
         blocks += [Paragraph("Understanding accuracy per question template, MC: multiple choice, OE: open-ended "
                              "(questions in parentheses):"), topics]
+    sampled = sampled_rows(done)
+    if sampled is not None:
+        k = next(r["settings"].get("answer_samples") for r in done.values() if (r.get("settings") or {}).get("answer_samples"))
+        blocks += [Paragraph(f"What RL can elicit: {k} answers per question sampled at temperature 1, as a GRPO "
+                             "group samples them. Sampled: their accuracy. Blind: the accuracy of answers drawn from "
+                             "the same template's pooled samples whatever the image (and the question's "
+                             "particulars); sampled near blind means the right samples are luck, not read from the "
+                             "image. Contrast: the share of questions whose samples hold both a right and a wrong "
+                             "answer, the groups with a reward difference to learn from."), sampled]
     return blocks
 
 

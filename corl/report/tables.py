@@ -176,6 +176,33 @@ def topic_rows(evals: Mapping[str, Mapping[str, Any]]) -> Table | None:
     return Table(["question (%)", *names_, *change_header], rows)
 
 
+def sampled_rows(evals: Mapping[str, Mapping[str, Any]]) -> Table | None:
+    """Per question template, answers sampled at temperature 1 (`mc.sampled_by_topic` / `oe.sampled_by_topic`):
+    "sampled / blind" accuracy and the contrast share, one column pair per evaluated model; None when no
+    result has them."""
+    names_ = [n for n, r in evals.items() if r.get("oe.sampled_by_topic") or r.get("mc.sampled_by_topic")]
+    if not names_:
+        return None
+    found: list[tuple[str, str]] = []
+    for kind in ("mc", "oe"):
+        for name in names_:
+            for topic in evals[name].get(f"{kind}.sampled_by_topic") or {}:
+                if (kind, topic) not in found:
+                    found.append((kind, topic))
+    rows = []
+    for kind, topic in found:
+        cells = [(evals[name].get(f"{kind}.sampled_by_topic") or {}).get(topic) for name in names_]
+        n = next((c["n"] for c in cells if c is not None), 0)
+        row = [f"{kind.upper()} {topic} ({n})"]
+        for c in cells:
+            row += ["n/a", "n/a"] if c is None else [f"{_pct(c['accuracy'])} / {_pct(c['blind'])}", _pct(c["contrast"])]
+        rows.append(row)
+    header = ["question (%)"]
+    for name in names_:
+        header += [f"{name}: sampled / blind", f"{name}: contrast"]
+    return Table(header, rows)
+
+
 def reward_rows(rewards: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Table:
     """Per stage and task: mean reward over the first and last 10% of logged steps (summary.json)."""
     rows = []

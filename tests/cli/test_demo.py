@@ -47,6 +47,9 @@ def test_demo_pipeline_rerun_and_moved_folder(tiny_world, capsys):
     assert "after unified" in report and "| unified | generation |" in report
     assert "Fixed prompts, side by side" in report and "Failure examples (after refined)" in report
     assert "per question template" in report and "| MC exists (" in report  # (these 4 eval rows are all MC)
+    # the demo's default 8 sampled answers per question: the sampled-vs-blind table, per evaluated model
+    assert final["settings"]["answer_samples"] == 8 and final["mc.sampled_by_topic"]["all"]["n"] == 4
+    assert "What RL can elicit: 8 answers per question" in report and "base: sampled / blind" in report
     first = json.loads((out / "timings.json").read_text())
     assert first["runs"] == 1 and first["train_unified"] > 0 and first["total"] >= first["train_unified"]
 
