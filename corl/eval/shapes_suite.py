@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,37 +122,35 @@ def _generation_pass(
     return passed
 
 
-def _understanding_pass(
-    policy: JanusPolicy, rows: Sequence[Mapping[str, Any]], batch_size: int, max_new_tokens: int
-) -> list[str]:
-    answers: list[str] = []
+def _answer_pass(
+    policy: JanusPolicy, rows: Sequence[Mapping[str, Any]], batch_size: int, max_new_tokens: int,
+    samples: int = 0, seed: int = 0,
+) -> list[list[str]]:
+    """Answers per row, [rows][k]: one greedy answer (samples=0), or `samples` answers at temperature 1 with
+    a seed per batch (`batch_seed(seed, first row of the batch)`)."""
+    k = samples or 1
+    answers: list[list[str]] = []
     n_batches = -(-len(rows) // batch_size)
-    for _, batch in tqdm(batched(rows, batch_size), total=n_batches, desc="shapes eval: mm2t", unit="batch"):
-        images = [_rgb(r["image"]) for r in batch]
-        questions = [str(r["question"]) for r in batch]
-        out = answer(policy, images, questions, greedy=True, max_new_tokens=max_new_tokens)
-        check_count(out, len(batch), "answers")
-        answers.extend(out)
+    desc = "shapes eval: sampled answers" if samples else "shapes eval: mm2t"
+    for start, batch in tqdm(batched(rows, batch_size), total=n_batches, desc=desc, unit="batch"):
+        images = [_rgb(r["image"]) for r in batch for _ in range(k)]
+        questions = [str(r["question"]) for r in batch for _ in range(k)]
+        decoding = ({"greedy": False, "temperature": 1.0, "seed": batch_seed(seed, start)} if samples
+                    else {"greedy": True})
+        out = answer(policy, images, questions, max_new_tokens=max_new_tokens, **decoding)
+        check_count(out, len(images), "answers")
+        answers.extend(out[i * k:(i + 1) * k] for i in range(len(batch)))
     return answers
 
 
-def _sampled_pass(
-    policy: JanusPolicy, rows: Sequence[Mapping[str, Any]], k: int, batch_size: int, max_new_tokens: int, seed: int
-) -> list[list[AnswerScore]]:
-    """k answers per row sampled at temperature 1, each scored: [rows][k]."""
-    scores: list[list[AnswerScore]] = []
-    n_batches = -(-len(rows) // batch_size)
-    for start, batch in tqdm(batched(rows, batch_size), total=n_batches, desc="shapes eval: sampled answers",
-                             unit="batch"):
-        images = [_rgb(r["image"]) for r in batch for _ in range(k)]
-        questions = [str(r["question"]) for r in batch for _ in range(k)]
-        out = answer(policy, images, questions, greedy=False, temperature=1.0, max_new_tokens=max_new_tokens,
-                     seed=batch_seed(seed, start))
-        check_count(out, len(images), "answers")
-        for i, row in enumerate(batch):
-            scores.append([score_answer(a, row["solution"], str(row["question"]), row.get("question_type"))
-                           for a in out[i * k:(i + 1) * k]])
-    return scores
+def _score(completion: str, row: Mapping[str, Any]) -> AnswerScore:
+    return score_answer(completion, row["solution"], str(row["question"]), row.get("question_type"))
+
+
+def _topic_order(topics: Iterable[str]) -> list[str]:
+    """Question templates in QUESTION_TOPICS order, unknown ones ("other") after them, sorted."""
+    present = set(topics)
+    return [t for t in QUESTION_TOPICS if t in present] + sorted(present - set(QUESTION_TOPICS))
 
 
 def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScore]]]) -> float:
@@ -165,8 +163,7 @@ def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScor
     for row, _ in group:
         for text, count in pooled.items():
             if text is not None:
-                verdict = score_answer(f"<answer>{text}</answer>", row["solution"], str(row["question"]),
-                                       row.get("question_type")).correct
+                verdict = _score(f"<answer>{text}</answer>", row).correct
                 right += count / total * float(verdict or 0.0)
     return right / len(group)
 
@@ -182,18 +179,17 @@ def sampled_by_topic(rows: Sequence[Mapping[str, Any]], sampled: Sequence[Sequen
         scored = [s for s in samples if s.correct is not None]
         if fmt == question_format and scored:
             groups.setdefault(topic or "other", []).append((row, scored))
-    order = [t for t in QUESTION_TOPICS if t in groups] + sorted(set(groups) - set(QUESTION_TOPICS))
+    order = _topic_order(groups)
 
-    def stats(group: list[tuple[Mapping[str, Any], list[AnswerScore]]]) -> dict[str, float | int]:
+    def stats(group: list[tuple[Mapping[str, Any], list[AnswerScore]]], blind: float) -> dict[str, float | int]:
         hits = [[bool(s.correct) for s in samples] for _, samples in group]
-        return {"accuracy": sum(sum(h) / len(h) for h in hits) / len(hits), "blind": _blind_accuracy(group),
+        return {"accuracy": sum(sum(h) / len(h) for h in hits) / len(hits), "blind": blind,
                 "contrast": sum(0 < sum(h) < len(h) for h in hits) / len(hits), "n": len(hits)}
 
-    result = {t: stats(groups[t]) for t in order}
+    result = {t: stats(groups[t], _blind_accuracy(groups[t])) for t in order}
     if order:  # "all": the blind answerer of each template, weighted by its rows
         every = [item for t in order for item in groups[t]]
-        result["all"] = {**stats(every),
-                         "blind": sum(result[t]["blind"] * result[t]["n"] for t in order) / len(every)}
+        result["all"] = stats(every, sum(result[t]["blind"] * result[t]["n"] for t in order) / len(every))
     return result
 
 
@@ -204,8 +200,7 @@ def accuracy_by_topic(scores: Sequence[Any], topics: Sequence[str | None], quest
     for score, topic in zip(scores, topics, strict=True):
         if score.question_format == question_format and score.correct is not None:
             hits.setdefault(topic or "other", []).append(float(score.correct))
-    order = [t for t in QUESTION_TOPICS if t in hits] + sorted(set(hits) - set(QUESTION_TOPICS))
-    return {t: {"accuracy": sum(hits[t]) / len(hits[t]), "n": len(hits[t])} for t in order}
+    return {t: {"accuracy": sum(hits[t]) / len(hits[t]), "n": len(hits[t])} for t in _topic_order(hits)}
 
 
 def _rgb(image: Any) -> Image.Image:
@@ -254,11 +249,8 @@ def evaluate_shapes(
     passed = _generation_pass(
         policy, rows, scenes, images_per_prompt, cfg_weight, seed, batch_size, scorer, out_dir
     )
-    answers = _understanding_pass(policy, rows, batch_size, max_new_tokens)
-    scores = [
-        score_answer(a, r["solution"], str(r["question"]), r.get("question_type"))
-        for a, r in zip(answers, rows)
-    ]
+    answers = [row_answers[0] for row_answers in _answer_pass(policy, rows, batch_size, max_new_tokens)]
+    scores = [_score(a, r) for a, r in zip(answers, rows)]
 
     by_category: dict[str, list[bool]] = {}
     for row, scene, results in zip(rows, scenes, passed):
@@ -305,7 +297,8 @@ def evaluate_shapes(
         }
     )
     if answer_samples:
-        sampled = _sampled_pass(policy, rows, answer_samples, batch_size, max_new_tokens, seed)
+        sampled = [[_score(a, row) for a in row_answers] for row, row_answers in
+                   zip(rows, _answer_pass(policy, rows, batch_size, max_new_tokens, answer_samples, seed))]
         formats = [s.question_format for s in scores]
         for fmt in ("mc", "oe"):
             result[f"{fmt}.sampled_by_topic"] = sampled_by_topic(rows, sampled, formats, topics, fmt)
