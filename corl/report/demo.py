@@ -41,6 +41,7 @@ from corl.report.document import (
     write_document,
 )
 from corl.report.examples import load_failures, load_grid
+from corl.report.provenance import describe
 from corl.report.plots import plot_heldout_curve, plot_prompt_grid, plot_stage_metrics
 from corl.report.stats import wilson_interval
 from corl.report.tables import heldout_table, reward_rows, reward_seeds_table, sampled_rows, seeds_table, topic_rows
@@ -352,15 +353,8 @@ def _provenance_section(out: Path, folders: Mapping[int, Path], settings: Mappin
     records = _optional(out / PROVENANCE_FILE) or []
     blocks: list = [Heading("Provenance")]
     if records:
-        first = records[0]
-        versions = ", ".join(f"{k} {v}" for k, v in first["versions"].items() if v)
-        m = first["machine"]
         blocks.append(Bullets([
-            f"command: `{first['command']}` (in `{first['cwd']}`, started {first['started']})",
-            f"corl commit: `{first['commit'] or 'not a git checkout'}`",
-            f"versions: {versions}",
-            f"machine: {m['platform']}, {m['processor']}, {m['cpu_cores']} CPU cores, {m['torch_threads']} torch "
-            f"threads, device {m['device']}, Python {m['python']}",
+            *describe(records[0]),
             f"seeds: {', '.join(str(s) for s in settings['seeds'])}; held-out rows {settings['max_rows']}, "
             f"{_count(settings['images_per_prompt'], 'image')} per caption",
         ]))

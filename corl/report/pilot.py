@@ -20,6 +20,7 @@ from typing import Any
 
 from corl.report import names
 from corl.report.document import Table
+from corl.report.provenance import describe
 from corl.shapes.questions import QUESTION_TOPICS
 from corl.shapes.scene import CATEGORIES
 
@@ -176,13 +177,7 @@ def write_pilot_report(out: Path, settings: dict[str, Any], results: dict[str, l
             score_table(summarize(done, [k for k, _ in OE_TOPIC_SCORES]), OE_TOPIC_SCORES))
     records = read_json(out / PROVENANCE_FILE) if (out / PROVENANCE_FILE).is_file() else []
     if records:
-        first = records[0]
-        doc.add(Heading("Provenance"), Bullets([
-            f"command: `{first['command']}` (started {first['started']})",
-            f"corl commit: `{first['commit'] or 'not a git checkout'}`",
-            "versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items() if v),
-            f"machine: {first['machine']['platform']}, {first['machine']['cpu_cores']} CPU cores, "
-            f"{first['machine']['torch_threads']} torch threads, device {first['machine']['device']}"]))
+        doc.add(Heading("Provenance"), Bullets(describe(records[0])))
     write_document(doc, out, stem="pilot")
     return budget_text(seeds, steps) + "\n\n" + markdown_table(score_table(table)) + (
         "\n\nChange from the base:\n\n" + markdown_table(change_table(changes)) if changes else "")

@@ -26,6 +26,7 @@ from corl.report.document import (
     write_document,
 )
 from corl.report.plots import plot_stage_metrics
+from corl.report.provenance import collect, describe
 from corl.report.stats import wilson_interval
 from corl.report.tables import reward_rows
 
@@ -73,18 +74,8 @@ def _provenance(out: Path, stages: Sequence[str]) -> list:
     blocks: list = [Heading("Provenance")]
     records = read_json(out / PROVENANCE_FILE) if (out / PROVENANCE_FILE).is_file() else []
     if not records:
-        from corl.report.provenance import collect
-
         records = [collect()]  # the process writing the report: the best that is known
-    first = records[0]
-    m = first["machine"]
-    blocks.append(Bullets([
-        f"command: `{first['command']}` (in `{first['cwd']}`, started {first['started']})",
-        f"corl commit: `{first['commit'] or 'not a git checkout'}`",
-        "versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items() if v),
-        f"machine: {m['platform']}, {m['processor']}, {m['cpu_cores']} CPU cores, {m['torch_threads']} torch "
-        f"threads, device {m['device']}, Python {m['python']}",
-    ]))
+    blocks.append(Bullets(describe(records[0])))
     for stage in stages:
         config = out / stage / "config.yaml"
         if config.is_file():

@@ -68,3 +68,15 @@ def collect(argv: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     command = " ".join(shlex.quote(a) for a in words)
     return {"command": command, "cwd": os.getcwd(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "commit": git_commit(), "versions": package_versions(), "machine": machine(), **extra}
+
+
+def describe(record: dict[str, Any]) -> list[str]:
+    """A record as the lines every report's provenance list shows: command, commit, versions, machine."""
+    m = record["machine"]
+    return [
+        f"command: `{record['command']}` (in `{record['cwd']}`, started {record['started']})",
+        f"corl commit: `{record['commit'] or 'not a git checkout'}`",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v),
+        f"machine: {m['platform']}, {m['processor']}, {m['cpu_cores']} CPU cores, {m['torch_threads']} torch "
+        f"threads, device {m['device']}, Python {m['python']}",
+    ]

@@ -10,7 +10,7 @@ true uncertainty of generation scores is somewhat wider.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import corl.report.names as names
@@ -153,16 +153,19 @@ def _mean_std_text(values: Sequence[float], seeds: int, signed: bool = False) ->
 # ------------------------------------------------------------------------------ topics and rewards
 
 
+def _templates(results: Iterable[Mapping[str, Any]], key: str) -> list[tuple[str, str]]:
+    """(question type, template) pairs found under `mc.<key>` / `oe.<key>` of the results, MC first, each
+    in order of first appearance."""
+    results = list(results)
+    return list(dict.fromkeys((kind, topic) for kind in ("mc", "oe") for result in results
+                              for topic in result.get(f"{kind}.{key}") or {}))
+
+
 def topic_rows(evals: Mapping[str, Mapping[str, Any]]) -> Table | None:
     """MC and OE accuracy per question template (`mc.by_topic` / `oe.by_topic`), one column per evaluated
     model, with the change; None when no result has them."""
     names_ = list(evals)
-    found: list[tuple[str, str]] = []
-    for kind in ("mc", "oe"):
-        for result in evals.values():
-            for topic in result.get(f"{kind}.by_topic") or {}:
-                if (kind, topic) not in found:
-                    found.append((kind, topic))
+    found = _templates(evals.values(), "by_topic")
     if not found:
         return None
     rows = []
@@ -183,12 +186,7 @@ def sampled_rows(evals: Mapping[str, Mapping[str, Any]]) -> Table | None:
     names_ = [n for n, r in evals.items() if r.get("oe.sampled_by_topic") or r.get("mc.sampled_by_topic")]
     if not names_:
         return None
-    found: list[tuple[str, str]] = []
-    for kind in ("mc", "oe"):
-        for name in names_:
-            for topic in evals[name].get(f"{kind}.sampled_by_topic") or {}:
-                if (kind, topic) not in found:
-                    found.append((kind, topic))
+    found = _templates([evals[name] for name in names_], "sampled_by_topic")
     rows = []
     for kind, topic in found:
         cells = [(evals[name].get(f"{kind}.sampled_by_topic") or {}).get(topic) for name in names_]
