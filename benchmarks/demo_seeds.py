@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-METRICS = ("t2i.overall", "mc.accuracy", "oe.accuracy", "format_rate")
+METRICS = ("t2i.overall", "mc.accuracy", "oe.accuracy", "format_rate", "think_match")
 
 
 def mean_std(values: list[float]) -> str:

@@ -123,6 +123,18 @@ def test_topic_table_is_none_without_topics_and_tolerates_a_missing_one():
     assert "| OE exists (28) | n/a | 50.0 | n/a |" in table.splitlines()
 
 
+def test_think_rows_tabulate_the_think_match_of_the_templates_that_have_one():
+    from corl.report.document import markdown_table
+    from corl.report.tables import topic_rows
+
+    base, final = _result(0.25), _result(0.5)
+    assert topic_rows({"base": base, "final": final}, "think_match") is None  # answers without think texts
+    base["oe.by_topic"]["exists"]["think_match"] = 0.5
+    final["oe.by_topic"]["exists"]["think_match"] = 0.125
+    lines = markdown_table(topic_rows({"base": base, "final": final}, "think_match")).splitlines()
+    assert lines[2:] == ["| OE exists (28) | 50.0 | 12.5 | -37.5 |"]
+
+
 def test_metrics_table_lists_headline_metrics_then_categories_by_readable_name():
     lines = metrics_table({"base": _result(), "final": _result()}).splitlines()
     assert lines[2].startswith("| generation pass rate |") and lines[2].endswith("| +0.0 |")

@@ -141,9 +141,8 @@ _WORD = re.compile(r"[A-Za-z]+|\d+")
 def shapes_vocabulary(samples: int = 3000, seed: int = 0) -> list[str]:
     """Every word of the Shapes world's texts, sorted: captions, questions (MC and OE), answers, think
     texts and the answer-format instruction, from `samples` scenes plus the fixed word lists."""
-    from corl.basemodel.sft import think_text
     from corl.policy.prompts import DEFAULT_ANSWER_FORMAT
-    from corl.shapes.captions import PREFIXES, RELATION_PHRASES, caption_for
+    from corl.shapes.captions import PREFIXES, RELATION_PHRASES, caption_for, think_text
     from corl.shapes.questions import QUESTION_KINDS, make_question
     from corl.shapes.scene import COLOR_NAMES, NUMBER_WORDS, SHAPES, plural, sample_scene
 

@@ -54,7 +54,7 @@ from corl.policy.logits import cfg_logits, unconditional_prompt
 from corl.policy.policy import JanusPolicy
 from corl.policy.prompts import encode_generation, encode_understanding
 from corl.policy.scoring import image_token_logits, text_token_logits
-from corl.shapes.captions import caption_for, count_phrase
+from corl.shapes.captions import caption_for, think_text
 from corl.shapes.questions import QUESTION_KINDS, make_question, parse_mc_options
 from corl.shapes.render import render_scene
 from corl.shapes.scene import Scene, sample_scene
@@ -91,19 +91,6 @@ class SFTConfig:
 
 
 # ---- targets ---------------------------------------------------------------------------------------
-
-
-def think_text(scene: Scene) -> str:
-    """A short description of what the image shows: 'I see two red circles and a blue square.'
-
-    Objects are grouped by kind in reading order (top-left first) and counted, in the captions' words.
-    """
-    groups: dict[tuple[str, str], int] = {}
-    for obj in sorted(scene.objects, key=lambda o: (o.row, o.col)):
-        groups[obj.kind] = groups.get(obj.kind, 0) + 1
-    phrases = [count_phrase(n, shape, color) for (color, shape), n in groups.items()]
-    body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    return f"I see {body}."
 
 
 def is_counting_question(question: str) -> bool:

@@ -16,8 +16,10 @@ run is deterministic for (policy, rows, seed, batch_size). Changing the batch si
 stream each image gets.
 
 Result keys: `t2i.overall`, `t2i.<category>` (per category present), `t2i.n_images`, `mc.accuracy`, `mc.n`,
-`oe.accuracy`, `oe.n`, `format_rate`, `mm2t.n_unscorable`, `mc.by_topic` and `oe.by_topic` ({topic:
-{accuracy, n}} per question template: color, shape, count, exists, relation, side), `settings`;
+`oe.accuracy`, `oe.n`, `format_rate`, `think_match` (the share of greedy answers with a <think> block whose
+think text describes the image exactly as the Shapes base model was taught: `think_matches`; None when no
+answer has one), `mm2t.n_unscorable`, `mc.by_topic` and `oe.by_topic` ({topic: {accuracy, n,
+think_match}} per question template: color, shape, count, exists, relation, side), `settings`;
 `mc.sampled_by_topic` / `oe.sampled_by_topic` ({topic: {accuracy, blind, contrast, n}}, and "all") with
 answer_samples; and
 `details` (one record per row) when asked for. An accuracy is None when its question type has no rows.
@@ -47,6 +49,8 @@ from corl.eval.grading import (
     score_answer,
 )
 from corl.generation.rollout import answer, generate_images
+from corl.rewards.text import extract_tag
+from corl.shapes.captions import think_text
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
 from corl.shapes.scene import CATEGORIES, Scene
 
@@ -193,14 +197,35 @@ def sampled_by_topic(rows: Sequence[Mapping[str, Any]], sampled: Sequence[Sequen
     return result
 
 
-def accuracy_by_topic(scores: Sequence[Any], topics: Sequence[str | None], question_format: str) -> dict:
+def think_matches(completion: str, scene: Scene) -> bool | None:
+    """Whether the completion's <think> text is the scene's description (`corl.shapes.captions.think_text`,
+    what the Shapes base model was taught to say before answering); None without a think block."""
+    said = extract_tag(completion, "think")
+    return None if said is None else " ".join(said.split()) == think_text(scene)
+
+
+def _share(flags: Sequence[bool | None]) -> float | None:
+    known = [f for f in flags if f is not None]
+    return sum(known) / len(known) if known else None
+
+
+def accuracy_by_topic(scores: Sequence[Any], topics: Sequence[str | None], question_format: str,
+                      think_right: Sequence[bool | None] | None = None) -> dict:
     """{topic: {"accuracy", "n"}} over the scorable rows of one format, topics in QUESTION_TOPICS order
-    (questions of no known template under "other")."""
+    (questions of no known template under "other"); with `think_right` (per row, `think_matches`) also
+    "think_match": the share of the template's answers with a think block whose think text is right."""
+    think_right = think_right if think_right is not None else [None] * len(scores)
     hits: dict[str, list[float]] = {}
-    for score, topic in zip(scores, topics, strict=True):
+    thinks: dict[str, list[bool | None]] = {}
+    for score, topic, think in zip(scores, topics, think_right, strict=True):
         if score.question_format == question_format and score.correct is not None:
             hits.setdefault(topic or "other", []).append(float(score.correct))
-    return {t: {"accuracy": sum(hits[t]) / len(hits[t]), "n": len(hits[t])} for t in _topic_order(hits)}
+            thinks.setdefault(topic or "other", []).append(think)
+    result = {t: {"accuracy": sum(hits[t]) / len(hits[t]), "n": len(hits[t])} for t in _topic_order(hits)}
+    if any(f is not None for f in think_right):
+        for t, entry in result.items():
+            entry["think_match"] = _share(thinks[t])
+    return result
 
 
 def _rgb(image: Any) -> Image.Image:
@@ -268,6 +293,7 @@ def evaluate_shapes(
     mc = [s.correct for s in scores if s.question_format == "mc" and s.correct is not None]
     oe = [s.correct for s in scores if s.question_format == "oe" and s.correct is not None]
     topics = [question_topic(str(row["question"])) for row in rows]
+    think_right = [think_matches(a, scene) for a, scene in zip(answers, scenes)]
 
     result: dict[str, Any] = {"t2i.overall": mean_or_none(list(per_category.values()))}
     result.update({f"t2i.{c}": v for c, v in per_category.items()})
@@ -279,9 +305,10 @@ def evaluate_shapes(
             "oe.accuracy": mean_or_none(oe),
             "oe.n": len(oe),
             "format_rate": mean_or_none([float(s.formatted) for s in scores]),
+            "think_match": _share(think_right),
             "mm2t.n_unscorable": unscorable,
-            "mc.by_topic": accuracy_by_topic(scores, topics, "mc"),
-            "oe.by_topic": accuracy_by_topic(scores, topics, "oe"),
+            "mc.by_topic": accuracy_by_topic(scores, topics, "mc", think_right),
+            "oe.by_topic": accuracy_by_topic(scores, topics, "oe", think_right),
             "settings": {
                 "suite": "shapes",
                 "model": model_path,
@@ -318,9 +345,10 @@ def evaluate_shapes(
                 "extracted": score.extracted,
                 "correct": score.correct,
                 "formatted": score.formatted,
+                "think_match": think,
             }
-            for i, (row, scene, results, answer, score, topic) in enumerate(
-                zip(rows, scenes, passed, answers, scores, topics)
+            for i, (row, scene, results, answer, score, topic, think) in enumerate(
+                zip(rows, scenes, passed, answers, scores, topics, think_right)
             )
         ]
     return result

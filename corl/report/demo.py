@@ -185,6 +185,12 @@ def _heldout_section(evals: Mapping[str, Any]) -> list:
     if topics is not None:
         blocks += [Paragraph("Understanding accuracy per question template, MC: multiple choice, OE: open-ended "
                              "(questions in parentheses):"), topics]
+    thinks = topic_rows(done, "think_match")
+    if thinks is not None:
+        blocks += [Paragraph("Think text per question template: the share of greedy answers with a <think> block "
+                             "whose think text describes the image exactly as the Shapes base model was taught "
+                             "(\"I see two red circles and a blue square.\"). RL rewards only the answer and its "
+                             "format, so a falling share means the reasoning text drifts."), thinks]
     sampled = sampled_rows(done)
     if sampled is not None:
         k = next(r["settings"].get("answer_samples") for r in done.values() if (r.get("settings") or {}).get("answer_samples"))

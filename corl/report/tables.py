@@ -161,18 +161,20 @@ def _templates(results: Iterable[Mapping[str, Any]], key: str) -> list[tuple[str
                               for topic in result.get(f"{kind}.{key}") or {}))
 
 
-def topic_rows(evals: Mapping[str, Mapping[str, Any]]) -> Table | None:
-    """MC and OE accuracy per question template (`mc.by_topic` / `oe.by_topic`), one column per evaluated
-    model, with the change; None when no result has them."""
+def topic_rows(evals: Mapping[str, Mapping[str, Any]], field: str = "accuracy") -> Table | None:
+    """One value per question template (`mc.by_topic` / `oe.by_topic`), one column per evaluated model, with
+    the change: `field` "accuracy", or "think_match" (the share of answers whose think text describes the
+    image); None when no result has it."""
     names_ = list(evals)
-    found = _templates(evals.values(), "by_topic")
+    found = [(kind, topic) for kind, topic in _templates(evals.values(), "by_topic")
+             if any(field in ((r.get(f"{kind}.by_topic") or {}).get(topic) or {}) for r in evals.values())]
     if not found:
         return None
     rows = []
     for kind, topic in found:
         cells = [(evals[c].get(f"{kind}.by_topic") or {}).get(topic) for c in names_]
         n = next((c["n"] for c in cells if c is not None), 0)
-        values = [None if c is None else c["accuracy"] for c in cells]
+        values = [None if c is None else c.get(field) for c in cells]
         change = [_change(values[0], values[-1])] if len(names_) > 1 else []
         rows.append([f"{kind.upper()} {topic} ({n})", *(_pct(v) for v in values), *change])
     change_header = [f"change ({names_[0]} → {names_[-1]})"] if len(names_) > 1 else []

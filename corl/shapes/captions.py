@@ -65,3 +65,15 @@ def caption_for(scene: Scene, rng: random.Random) -> str:
     """A natural-language caption asserting exactly what `scene` asserts."""
     body = caption_body(scene, rng)
     return rng.choice(PREFIXES) + body
+
+
+def think_text(scene: Scene) -> str:
+    """What the Shapes base model says before it answers (its <think> text): every object of the image,
+    'I see two red circles and a blue square.' Objects are grouped by kind in reading order (top-left
+    first) and counted, in the captions' words. The evaluation compares a model's think text with it."""
+    groups: dict[tuple[str, str], int] = {}
+    for obj in sorted(scene.objects, key=lambda o: (o.row, o.col)):
+        groups[obj.kind] = groups.get(obj.kind, 0) + 1
+    phrases = [count_phrase(n, shape, color) for (color, shape), n in groups.items()]
+    body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return f"I see {body}."

@@ -9,12 +9,11 @@ import pytest
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from corl.basemodel.pipeline import REPORT_NAME, make_base_model, mediocrity_check, shapes_vocabulary
-from corl.basemodel.sft import think_text
 from corl.cli import main
 from corl.generation.rollout import answer, rollout_images
 from corl.policy.loading import SHAPES_BASE_ENV, SHIPPED_SHAPES_BASE, default_model_path, load_policy
 from corl.policy.tokenizer import BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, PAD_TOKEN, REASONING_TAGS
-from corl.shapes.captions import caption_for
+from corl.shapes.captions import caption_for, think_text
 from corl.shapes.questions import make_question
 from corl.shapes.render import render_scene
 from corl.shapes.scene import sample_scene

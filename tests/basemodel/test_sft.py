@@ -13,7 +13,6 @@ from corl.basemodel.sft import (
     right_pad,
     sample_mm2t_examples,
     sample_t2i_examples,
-    think_text,
     train_sft,
 )
 from corl.policy.policy import JanusPolicy
@@ -27,12 +26,6 @@ from corl.shapes.scene import Scene, ShapeObject
 def counting_scene() -> Scene:
     objs = (ShapeObject("circle", "red", 0, 0), ShapeObject("circle", "red", 0, 2))
     return Scene(objs, "counting", named_colors=True)
-
-
-def test_think_text_groups_and_counts_objects_in_reading_order():
-    assert think_text(counting_scene()) == "I see two red circles."
-    scene = Scene((ShapeObject("square", "blue", 2, 2), ShapeObject("triangle", "green", 0, 1)), "color_attr")
-    assert think_text(scene) == "I see a green triangle and a blue square."
 
 
 def test_completions_on_and_off_format():

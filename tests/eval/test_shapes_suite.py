@@ -7,6 +7,7 @@ import pytest
 from corl.eval.grading import score_answer
 from corl.eval.shapes_suite import evaluate_shapes, sampled_by_topic
 from corl.shapes import CATEGORIES, Scene
+from corl.shapes.captions import think_text
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
 
 from .helpers import FakePolicy
@@ -109,8 +110,40 @@ def test_mixed_answers_give_exact_accuracies(shapes_split, solutions_by_question
     oe_topic = question_topic(oe_rows[0]["question"])
     assert first_right["topic"] == oe_topic
     n_topic = sum(question_topic(r["question"]) == oe_topic for r in oe_rows)
-    assert result["oe.by_topic"][oe_topic] == {"accuracy": pytest.approx(1 / n_topic), "n": n_topic}
+    assert result["oe.by_topic"][oe_topic] == {"accuracy": pytest.approx(1 / n_topic), "n": n_topic,
+                                               "think_match": 0.0}  # "ok" does not describe the image
     assert all(t["accuracy"] == 0.0 for name, t in result["oe.by_topic"].items() if name != oe_topic)
+
+
+def test_think_match_compares_each_think_text_with_its_image(shapes_split, solutions_by_question):
+    rows = list(shapes_split)
+    # the policy sees the question only: its think describes the scene of the last row asking it
+    scene_of = {r["question"]: Scene.from_json(r["scene"]) for r in rows}
+    right_think = {r["question"] for r in rows[::2]}
+    no_think = rows[1]["question"]
+
+    def think_of(question: str) -> str | None:
+        if question == no_think:
+            return None
+        return think_text(scene_of[question]) if question in right_think else "I see a red circle and a blue moon."
+
+    def answer(question: str) -> str:
+        think = think_of(question)
+        prefix = "" if think is None else f"<think> {think}</think>"  # whitespace does not matter
+        return prefix + solutions_by_question[question]
+
+    result = evaluate_shapes(FakePolicy({}, answer), shapes_split, images_per_prompt=1, return_details=True)
+    expected = [None if think_of(r["question"]) is None
+                else think_of(r["question"]) == think_text(Scene.from_json(r["scene"])) for r in rows]
+    assert 0 < sum(e is True for e in expected) < sum(e is not None for e in expected)
+    assert [d["think_match"] for d in result["details"]] == expected
+    known = [e for e in expected if e is not None]
+    assert result["think_match"] == pytest.approx(sum(known) / len(known))
+    for kind in ("mc", "oe"):
+        for topic, entry in result[f"{kind}.by_topic"].items():
+            mine = [e for r, e in zip(rows, expected) if e is not None and r["question_type"] == kind
+                    and question_topic(r["question"]) == topic]
+            assert entry["think_match"] == (pytest.approx(sum(mine) / len(mine)) if mine else None)
 
 
 def test_option_text_answer_counts_for_mc(shapes_split):

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from corl.shapes.captions import PREFIXES, caption_for
-from corl.shapes.scene import CATEGORIES, COLORS, SHAPES, number_word, sample_scene
+from corl.shapes.captions import PREFIXES, caption_for, think_text
+from corl.shapes.scene import CATEGORIES, COLORS, SHAPES, Scene, ShapeObject, number_word, sample_scene
 
 VOCAB = set(" ".join(PREFIXES).split()) | set(COLORS) | set(SHAPES) | {s + "s" for s in SHAPES} | {
     "a", "an", "and", "to", "the", "left", "right", "of", "on", "above", "below", "two", "three", "four"}
@@ -44,3 +44,10 @@ def test_caption_wording_varies_and_is_seeded():
     caps = {caption_for(scene, random.Random(i)) for i in range(40)}
     assert len(caps) > 3
     assert caption_for(scene, random.Random(5)) == caption_for(scene, random.Random(5))
+
+
+def test_think_text_groups_and_counts_objects_in_reading_order():
+    assert think_text(Scene((ShapeObject("circle", "red", 0, 0), ShapeObject("circle", "red", 0, 2)), "counting",
+                            named_colors=True)) == "I see two red circles."
+    scene = Scene((ShapeObject("square", "blue", 2, 2), ShapeObject("triangle", "green", 0, 1)), "color_attr")
+    assert think_text(scene) == "I see a green triangle and a blue square."
