@@ -7,13 +7,15 @@ Arms, each starting from the Shapes base model:
 - cycle:         alternating blocks of t2i RL and understanding RL (t2i, mm2t, t2i, mm2t);
 - unified:       CoRL's unified RL as the paper sets it (both tasks every step, one joint reward
                  R_t2i + 0.8 R_mm2t), whatever the shapes-tiny recipe's own unified_mode.
-Variants of the unified arm (not run unless named with --arms), each the unified arm with one change:
+Variants of the unified arm (not run unless named with --arms), each the unified arm with one change
+(the last, two):
 - unified-joint-adv:   grpo.unified_mode=joint_advantage (A = A_t2i + lambda A_mm2t);
 - unified-separate:    grpo.unified_mode=separate (each task its own advantage; the shapes-tiny recipe's
                        default, chosen from this comparison: README);
 - unified-task-scale:  grpo.unified_task_scale=group (each task's rewards as z-scores before the joint sum);
 - unified-lambda-0.4:  grpo.unified_lambda=0.4;
-- unified-kl:          grpo.beta=0.02 (a KL to the base model).
+- unified-kl:          grpo.beta=0.02 (a KL to the base model);
+- unified-separate-kl: separate advantages and beta 0.02, as the shapes-tiny unified recipe sets them.
 
 Budget. A unified step samples G images *and* G answers per prompt; a single-task step samples only one
 of them. Equal compute therefore means the same number of sampled completions: with `--steps S`, unified
@@ -53,6 +55,7 @@ UNIFIED_VARIANTS: dict[str, tuple[str, ...]] = {
     "unified-task-scale": ("grpo.unified_task_scale=group",),
     "unified-lambda-0.4": ("grpo.unified_lambda=0.4",),
     "unified-kl": ("grpo.beta=0.02",),
+    "unified-separate-kl": ("grpo.unified_mode=separate", "grpo.beta=0.02"),
 }
 # The paper's unified setting, which every unified arm starts from (the variants then change one thing).
 PAPER_UNIFIED: tuple[str, ...] = ("grpo.unified_mode=joint_reward", "grpo.unified_lambda=0.8",

@@ -19,18 +19,19 @@ def test_equal_budgets_in_sampled_completions():
     assert arm_schedule("base", 10) == []
 
 
-def test_unified_variants_change_one_setting_at_the_unified_budget():
+def test_unified_variants_change_the_papers_setting_at_the_unified_budget():
     from corl.config import load_config, resolve_recipe
 
     for variant, change in UNIFIED_VARIANTS.items():
         assert arm_schedule(variant, 10) == [("unified", 10)]
         overrides = arm_overrides(variant, 10, 4)
         assert overrides[:3] == ("train.max_steps=10", "grpo.beta=0", "train.per_device_batch_size=4")
-        assert overrides[3:] == PAPER_UNIFIED + change  # the paper's unified setting, then one change
+        assert overrides[3:] == PAPER_UNIFIED + change  # the paper's unified setting, then the change
         cfg = load_config(resolve_recipe("shapes-tiny/unified"), list(overrides))  # a valid config
-        key, value = change[0].split("=")
-        section, name = key.split(".")
-        assert str(getattr(getattr(cfg, section), name)) == value
+        for setting in change:
+            key, value = setting.split("=")
+            section, name = key.split(".")
+            assert str(getattr(getattr(cfg, section), name)) == value
     assert arm_overrides("unified", 10, 4)[1] == "grpo.beta=0"
     # the unified arm is the paper's, whatever the shipped recipe's own unified_mode
     paper = load_config(resolve_recipe("shapes-tiny/unified"), list(arm_overrides("unified", 10, 4))).grpo
