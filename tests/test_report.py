@@ -215,6 +215,7 @@ def _fake_evaluation(folder: Path, name: str, shift: float) -> None:
 
     result = _with_details({"counting": [False, shift > 0, False, True], "colors": [True, shift > 0, True, False]},
                            [True, False, shift > 0, False, True, None, True, False])
+    result["mc.by_topic"] = {"color": {"accuracy": 4 / 7, "n": 7, "think_match": 0.5 + shift}}
     eval_file(folder, name).write_text(json.dumps(result))
     where = failures_folder(folder, name)
     failures = {"generation": [{"category": "counting", "caption": "two circles", "image": _png(where / "gen-0.png"),
@@ -298,6 +299,9 @@ def test_the_demo_report_shows_every_section_with_images_that_exist(tmp_path):
     assert "**Status:** finished" in markdown
     assert "| multiple-choice accuracy | 7 |" in markdown and "(base → after refined)" in markdown
     assert "| refined multiple choice | understanding | 0.600 | 0.900 | +0.300 |" in markdown
+    # accuracy, then the think text's share, per question template
+    assert "| MC color (7) | 57.1 | 57.1 | 57.1 | +0.0 |" in markdown
+    assert "Think text per question template" in markdown and "| MC color (7) | 50.0 | 60.0 | 70.0 | +20.0 |" in markdown
     assert "A. red" in markdown and "&lt;answer>B&lt;/answer>" in markdown  # escaped: not an HTML tag
     assert "command: `corl demo --out" in markdown and "torch " in markdown and "CPU cores" in markdown
     assert "recipe of the unified stage after overrides: unified/config.yaml" in markdown

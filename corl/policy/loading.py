@@ -168,12 +168,14 @@ def load_policy(
     device: str | torch.device | None = None,
     style: PromptStyle | None = None,
     attn_implementation: str | None = None,
+    announce: bool = True,
     **hub_kwargs,
 ) -> JanusPolicy:
     """Load model + processor (hub id such as 'deepseek-community/Janus-Pro-1B', or a local directory).
 
     path_or_id None or 'shapes-base': the Shapes base model (`default_model_path()`). The model is returned
-    in eval mode. hub_kwargs go to from_pretrained (e.g. revision, local_files_only).
+    in eval mode. hub_kwargs go to from_pretrained (e.g. revision, local_files_only). announce: log the
+    "loaded ..." line at INFO (False: DEBUG, for a caller that says what it loaded, e.g. a reference copy).
     """
     source = checked_source(path_or_id)
     torch_device = resolve_device(device)
@@ -195,7 +197,7 @@ def load_policy(
                          "the network, or fetch it first with `corl prefetch`") from None
     model.to(torch_device).eval()
     policy = JanusPolicy(model, processor, style=style)
-    logger.info("loaded %s from %s", policy, source)
+    logger.log(logging.INFO if announce else logging.DEBUG, "loaded %s from %s", policy, source)
     return policy
 
 

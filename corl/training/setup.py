@@ -239,7 +239,7 @@ def build_reference(cfg: CorlConfig, trainable: TrainablePolicy, device: torch.d
     if trainable.uses_lora:
         logger.info("reference policy: the trained model with its LoRA adapters switched off")
         return Reference(trainable.policy, trainable.peft_model.disable_adapter)
-    ref = load_policy(cfg.model.name_or_path, dtype=param_dtype, device=device)
+    ref = load_policy(cfg.model.name_or_path, dtype=param_dtype, device=device, announce=False)
     disable_dropout(ref.model)
     ref.model.requires_grad_(False).eval()
     logger.info("reference policy: a frozen copy of %s", cfg.model.name_or_path)
