@@ -4,7 +4,8 @@
 
 For `--captions` training captions per category, the base model draws `--group` images (CFG as in the
 recipe), the analyzer says which pass, and the recipe's t2i rewards score them. Each reward (and each
-logged component) is turned into group advantages, (r - mean) / std as GRPO does, and the table prints,
+logged component) is turned into group advantages by `corl.algos.group_advantages`, (r - mean) / std as
+the trainer computes them, and the table prints,
 per category, the mean over groups holding both outcomes of [mean advantage of the passing images - that of
 the failing ones], in group-std units: positive means GRPO pushes towards what the analyzer accepts,
 0 means the reward does not see it, negative means it pays against it.
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from corl.algos import group_advantages
     from corl.config import load_config, resolve_recipe
     from corl.data import load_rows
     from corl.data.shapes_source import default_shapes_dir
@@ -65,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, values in {**batch.values, **batch.components, "total": batch.total}.items():
                 if any(v is None for v in values):
                     continue
-                mean, std = statistics.fmean(values), statistics.pstdev(values) + 1e-4
-                adv = [(v - mean) / std for v in values]
+                adv = group_advantages(values, args.group)[0].tolist()  # the trainer's GRPO advantages
                 gaps[category][name].append(statistics.fmean(a for a, p in zip(adv, passed) if p)
                                             - statistics.fmean(a for a, p in zip(adv, passed) if not p))
         pass_rate[category] = statistics.fmean(passed_all)

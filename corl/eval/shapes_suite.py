@@ -205,8 +205,8 @@ def think_matches(completion: str, scene: Scene) -> bool | None:
 
 
 def _share(flags: Sequence[bool | None]) -> float | None:
-    known = [f for f in flags if f is not None]
-    return sum(known) / len(known) if known else None
+    """The share of True among the known (not None) flags; None when none is known."""
+    return mean_or_none([float(f) for f in flags if f is not None])
 
 
 def accuracy_by_topic(scores: Sequence[Any], topics: Sequence[str | None], question_format: str,
