@@ -13,9 +13,11 @@
    128 codes), random weights from `torch.manual_seed(seed)`.
 4. VQ training on renders (`corl.basemodel.vq_training`); its reconstructions of the test renders are
    scored like generations (this caps what generation can reach).
-5. SFT on both tasks with teacher forcing (`corl.basemodel.sft`), stopped by a step budget chosen so that
+5. Pretraining of the understanding encoder on per-patch cell attributes (`corl.basemodel.vision_pretraining`),
+   as a real Janus's SigLIP is pretrained: the base's sampled answers then depend on the image.
+6. SFT on both tasks with teacher forcing (`corl.basemodel.sft`), stopped by a step budget chosen so that
    generation pass rate, MC and OE accuracy lie between 20% and 75% and the format rate between 0 and 1.
-6. Evaluation with `corl.eval.shapes_suite.evaluate_shapes` (CFG 5, several images per prompt, greedy
+7. Evaluation with `corl.eval.shapes_suite.evaluate_shapes` (CFG 5, several images per prompt, greedy
    answers), `save_pretrained` of model + processor, and `make_base_report.json`.
 
 Determinism: the whole build uses `num_threads` CPU threads (default 2) and seeded generators only, so
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     import torch
 
     from corl.basemodel.sft import SFTConfig
+    from corl.basemodel.vision_pretraining import VisionPretrainingConfig
     from corl.basemodel.vq_training import VQTrainingConfig
     from corl.policy.architecture import JanusSizes
 
@@ -79,12 +82,13 @@ def shapes_base_sizes() -> JanusSizes:
 class BaseModelRecipe:
     """Everything `make_base_model` does, as data (defaults: the shipped checkpoint).
 
-    sizes / vq / sft left None take the shipped values (`shapes_base_sizes()`, `VQTrainingConfig()`,
-    `SFTConfig()`); the seed of vq and sft is always the recipe seed given to `make_base_model`.
+    sizes / vq / vision / sft left None take the shipped values (`shapes_base_sizes()`, `VQTrainingConfig()`,
+    `VisionPretrainingConfig()`, `SFTConfig()`); their seed is always the recipe seed given to `make_base_model`.
     """
 
     sizes: JanusSizes | None = None
     vq: VQTrainingConfig | None = None
+    vision: VisionPretrainingConfig | None = None
     sft: SFTConfig | None = None
     n_train: int = DEFAULT_N_TRAIN  # dataset split sizes as `corl shapes build` makes them by default
     n_test: int = DEFAULT_N_TEST  # (the test split depends on both)
@@ -101,17 +105,19 @@ class BaseModelRecipe:
     eval_answer_samples: int = 8
 
     def resolved(self) -> BaseModelRecipe:
-        """This recipe with sizes / vq / sft filled in."""
+        """This recipe with sizes / vq / vision / sft filled in."""
         from corl.basemodel.sft import SFTConfig
+        from corl.basemodel.vision_pretraining import VisionPretrainingConfig
         from corl.basemodel.vq_training import VQTrainingConfig
 
         return replace(self, sizes=self.sizes or shapes_base_sizes(), vq=self.vq or VQTrainingConfig(),
-                       sft=self.sft or SFTConfig())
+                       vision=self.vision or VisionPretrainingConfig(), sft=self.sft or SFTConfig())
 
 
 def quick_recipe() -> BaseModelRecipe:
     """The `--quick` smoke recipe: tiny sizes, a couple of steps, a handful of rows; numbers mean nothing."""
     from corl.basemodel.sft import SFTConfig
+    from corl.basemodel.vision_pretraining import VisionPretrainingConfig
     from corl.basemodel.vq_training import VQTrainingConfig
 
     sizes = replace(shapes_base_sizes(), text_hidden_size=64, text_intermediate_size=128, text_layers=1,
@@ -119,6 +125,7 @@ def quick_recipe() -> BaseModelRecipe:
     return BaseModelRecipe(
         sizes=sizes,
         vq=VQTrainingConfig(steps=2, batch_size=2, pool_size=8, warmup_steps=1, ae_fraction=0.5, init_images=4),
+        vision=VisionPretrainingConfig(steps=2, batch_size=2, pool_size=8, warmup_steps=1),
         sft=SFTConfig(t2i_steps=2, mm2t_steps=2, t2i_batch_size=2, mm2t_batch_size=2, warmup_steps=1,
                       t2i_pool_size=8, mm2t_pool_size=8),
         n_train=24,
@@ -241,6 +248,7 @@ def make_base_model(
         sample_t2i_examples,
         train_sft,
     )
+    from corl.basemodel.vision_pretraining import pretrain_vision_encoder
     from corl.basemodel.vq_training import reconstruction_quality, train_vq
     from corl.eval.shapes_suite import evaluate_shapes
     from corl.policy.architecture import build_janus
@@ -282,6 +290,11 @@ def make_base_model(
                                                              recipe.sizes.image_size)
         t = lap("vq", t)
 
+        vision_report = pretrain_vision_encoder(
+            model.model.vision_model, processor.image_processor, replace(recipe.vision, seed=seed),
+            recipe.sizes.image_size, eval_scenes=test_scenes, exclude=test["scene"])
+        t = lap("vision", t)
+
         sft_config = replace(recipe.sft, seed=seed)
         t2i_pool = build_t2i_pool(
             policy, sample_t2i_examples(sft_config.t2i_pool_size, seed, exclude_t2i), recipe.sizes.image_size)
@@ -315,6 +328,7 @@ def make_base_model(
         "targets": mediocrity_check(evaluation),
         "target_range": list(MEDIOCRE_RANGE),
         "vq": vq_report,
+        "vision_pretraining": vision_report,
         "sft": sft_report,
         "dataset": {"n_train": recipe.n_train, "n_test": recipe.n_test, "dataset_seed": DATASET_SEED,
                     "split_evaluated": "test", "t2i_pool": len(t2i_pool.captions),
@@ -323,7 +337,7 @@ def make_base_model(
         "vocab_size": len(tokenizer),
         "parameters": parameter_counts(model),
         "checkpoint_bytes": _directory_bytes(out),
-        "recipe": {"vq": asdict(recipe.vq), "sft": asdict(recipe.sft)},
+        "recipe": {"vq": asdict(recipe.vq), "vision": asdict(recipe.vision), "sft": asdict(recipe.sft)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
     }

@@ -87,9 +87,9 @@ def add_make_base_parser(shapes_subparsers: argparse._SubParsersAction) -> argpa
     """Add `make-base` to the `corl shapes` subcommands."""
     parser = shapes_subparsers.add_parser(
         "make-base",
-        help="build the tiny Shapes Janus base model (VQ on renders, then SFT on both tasks)",
+        help="build the tiny Shapes Janus base model (VQ on renders, encoder pretraining, SFT on both tasks)",
         description="Train the Shapes base model from scratch with a seeded recipe: VQ tokenizer on renders, "
-                    "then supervised training on text-to-image and question answering, stopped while it is "
+                    "the understanding encoder pretrained on what each grid cell holds, then supervised training on text-to-image and question answering, stopped while it is "
                     "still mediocre at both. Writes a save_pretrained directory and make_base_report.json.",
     )
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "corl" / "shapes-base",

@@ -33,7 +33,8 @@ def test_quick_recipe_saves_a_loadable_checkpoint_with_a_report(quick_build):
     assert report["evaluation_settings"]["answer_samples"] == 2
     assert report["parameters"]["total"] == sum(v for k, v in report["parameters"].items() if k != "total")
     assert 0 < report["checkpoint_bytes"] < 25 * 2**20
-    assert set(report["timings_seconds"]) == {"data_and_init", "vq", "sft_data", "sft", "eval", "save"}
+    assert set(report["timings_seconds"]) == {"data_and_init", "vq", "vision", "sft_data", "sft", "eval", "save"}
+    assert report["vision_pretraining"]["steps"] == 2 and "probe_accuracy_test" in report["vision_pretraining"]
 
     model = JanusForConditionalGeneration.from_pretrained(out)
     processor = JanusProcessor.from_pretrained(out)
