@@ -89,7 +89,9 @@ class _Probe(torch.nn.Module):
         return logits[..., :N_COLOR_CLASSES], logits[..., N_COLOR_CLASSES:]
 
 
-def _images_to_pixels(image_processor, scenes: Sequence[Scene], image_size: int, chunk: int = 512) -> torch.Tensor:
+def _encoder_pixels(image_processor, scenes: Sequence[Scene], image_size: int, chunk: int = 512) -> torch.Tensor:
+    """Scenes -> renders -> [n, 3, H, W] pixel values through the model's own image processor (as SFT and RL
+    feed the encoder), in chunks."""
     parts = []
     for start in range(0, len(scenes), chunk):
         images = [render_scene(s, image_size) for s in scenes[start : start + chunk]]
@@ -123,7 +125,7 @@ def pretrain_vision_encoder(vision_model: torch.nn.Module, image_processor, conf
     start = time.perf_counter()
     scenes = sample_pretraining_scenes(config.pool_size, config.seed, exclude)
     patches = image_size // vision_model.config.patch_size
-    pixels = _images_to_pixels(image_processor, scenes, image_size)
+    pixels = _encoder_pixels(image_processor, scenes, image_size)
     colors, shapes = cell_labels(scenes, patches)
     with torch.random.fork_rng():  # the probe's init leaves the global stream as it was
         torch.manual_seed(config.seed)
@@ -150,7 +152,7 @@ def pretrain_vision_encoder(vision_model: torch.nn.Module, image_processor, conf
     report: dict = {"steps": config.steps,
                     "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None}
     if eval_scenes:
-        eval_pixels = _images_to_pixels(image_processor, eval_scenes, image_size)
+        eval_pixels = _encoder_pixels(image_processor, eval_scenes, image_size)
         report["probe_accuracy_test"] = probe_accuracy(vision_model, probe, eval_pixels,
                                                        *cell_labels(eval_scenes, patches))
     report["seconds"] = round(time.perf_counter() - start, 1)
