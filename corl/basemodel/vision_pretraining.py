@@ -149,8 +149,8 @@ def pretrain_vision_encoder(vision_model: torch.nn.Module, image_processor, conf
         optimizer.step()
         losses.append(loss.item())
     vision_model.eval()
-    report: dict = {"steps": config.steps,
-                    "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None}
+    tail = losses[-20:]
+    report: dict = {"steps": config.steps, "final_loss": round(sum(tail) / len(tail), 4) if tail else None}
     if eval_scenes:
         eval_pixels = _encoder_pixels(image_processor, eval_scenes, image_size)
         report["probe_accuracy_test"] = probe_accuracy(vision_model, probe, eval_pixels,

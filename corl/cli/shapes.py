@@ -89,8 +89,9 @@ def add_make_base_parser(shapes_subparsers: argparse._SubParsersAction) -> argpa
         "make-base",
         help="build the tiny Shapes Janus base model (VQ on renders, encoder pretraining, SFT on both tasks)",
         description="Train the Shapes base model from scratch with a seeded recipe: VQ tokenizer on renders, "
-                    "the understanding encoder pretrained on what each grid cell holds, then supervised training on text-to-image and question answering, stopped while it is "
-                    "still mediocre at both. Writes a save_pretrained directory and make_base_report.json.",
+                    "the understanding encoder pretrained on what each grid cell holds, then supervised training "
+                    "on text-to-image and question answering, stopped while it is still mediocre at both. "
+                    "Writes a save_pretrained directory and make_base_report.json.",
     )
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "corl" / "shapes-base",
                         help="output directory, must be empty or absent (default ~/.cache/corl/shapes-base, "
