@@ -33,6 +33,7 @@ import platform
 import random
 import re
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from corl.basemodel.vision_pretraining import VisionPretrainingConfig
     from corl.basemodel.vq_training import VQTrainingConfig
     from corl.policy.architecture import JanusSizes
+    from corl.policy.policy import JanusPolicy
 
 from corl.shapes.dataset_defaults import DEFAULT_N_TEST, DEFAULT_N_TRAIN, DEFAULT_SEED
 
@@ -220,6 +222,70 @@ def mediocrity_check(metrics: dict[str, Any], low: float = MEDIOCRE_RANGE[0],
     return checks
 
 
+# ---- the stages before SFT, and the evaluation -----------------------------------------------------
+
+
+@dataclass
+class PretrainedStart:
+    """The base model before supervised training (`pretrained_start`): VQ trained, encoder pretrained."""
+
+    policy: JanusPolicy
+    test: Any  # the evaluation split (datasets.Dataset): `corl shapes build`'s default test split
+    exclude_t2i: set[tuple[str, str]]  # (caption, scene JSON) pairs of the test split
+    exclude_mm2t: set[tuple[str, str]]  # (scene JSON, question) pairs of the test split
+    vq_report: dict[str, Any]
+    vision_report: dict[str, Any]
+
+
+def pretrained_start(recipe: BaseModelRecipe, seed: int,
+                     lap: Callable[[str, float], float] | None = None) -> PretrainedStart:
+    """Steps 1-5 of the module docstring for a resolved `recipe`: data, tokenizer, random model, VQ training,
+    encoder pretraining. lap(name, since) is called after each stage (make-base's timings)."""
+    import torch
+
+    from corl.basemodel.vision_pretraining import pretrain_vision_encoder
+    from corl.basemodel.vq_training import reconstruction_quality, train_vq
+    from corl.policy.architecture import build_janus
+    from corl.policy.policy import JanusPolicy
+    from corl.policy.tokenizer import build_processor, build_tokenizer
+    from corl.shapes.dataset import build_shapes_dataset
+    from corl.shapes.scene import Scene
+
+    lap = lap or (lambda _name, _since: time.perf_counter())
+    t = time.perf_counter()
+    data = build_shapes_dataset(recipe.n_train, recipe.n_test, seed=DATASET_SEED, image_size=recipe.sizes.image_size)
+    test = data["test"]
+    exclude_t2i, exclude_mm2t = _test_exclusions(test)
+    tokenizer = build_tokenizer(shapes_vocabulary(recipe.vocab_samples, seed))
+    processor = build_processor(tokenizer, recipe.sizes.image_size, patch_size=recipe.sizes.patch_size)
+    torch.manual_seed(seed)
+    model = build_janus(recipe.sizes, tokenizer)
+    policy = JanusPolicy(model, processor)
+    t = lap("data_and_init", t)
+
+    vq_report = train_vq(model.model.vqmodel, replace(recipe.vq, seed=seed), recipe.sizes.image_size)
+    test_scenes = [Scene.from_json(s) for s in test["scene"]][: recipe.vq_eval_scenes]
+    vq_report["reconstruction"] = reconstruction_quality(model.model.vqmodel, test_scenes, recipe.sizes.image_size)
+    t = lap("vq", t)
+
+    vision_report = pretrain_vision_encoder(
+        model.model.vision_model, processor.image_processor, replace(recipe.vision, seed=seed),
+        recipe.sizes.image_size, eval_scenes=test_scenes, exclude=test["scene"])
+    lap("vision", t)
+    return PretrainedStart(policy, test, exclude_t2i, exclude_mm2t, vq_report, vision_report)
+
+
+def evaluate_base(policy: JanusPolicy, test: Any, recipe: BaseModelRecipe) -> dict[str, Any]:
+    """Step 7's evaluation with the recipe's settings (greedy answers, and sampled ones per template)."""
+    from corl.eval.shapes_suite import evaluate_shapes
+
+    return evaluate_shapes(
+        policy, test, images_per_prompt=recipe.eval_images_per_prompt, cfg_weight=recipe.eval_cfg_weight,
+        seed=recipe.eval_seed, max_rows=recipe.eval_rows, batch_size=recipe.eval_batch_size,
+        max_new_tokens=recipe.eval_max_new_tokens, answer_samples=recipe.eval_answer_samples,
+    )
+
+
 # ---- the recipe ------------------------------------------------------------------------------------
 
 
@@ -248,15 +314,7 @@ def make_base_model(
         sample_t2i_examples,
         train_sft,
     )
-    from corl.basemodel.vision_pretraining import pretrain_vision_encoder
-    from corl.basemodel.vq_training import reconstruction_quality, train_vq
-    from corl.eval.shapes_suite import evaluate_shapes
-    from corl.policy.architecture import build_janus
     from corl.policy.loading import save_policy
-    from corl.policy.policy import JanusPolicy
-    from corl.policy.tokenizer import build_processor, build_tokenizer
-    from corl.shapes.dataset import build_shapes_dataset
-    from corl.shapes.scene import Scene
 
     recipe = (recipe or (quick_recipe() if quick else BaseModelRecipe())).resolved()
     out = Path(out_dir).expanduser()
@@ -272,44 +330,21 @@ def make_base_model(
         return now
 
     with torch_threads(num_threads):
+        start_point = pretrained_start(recipe, seed, lap)
+        policy, test = start_point.policy, start_point.test
         t = time.perf_counter()
-        data = build_shapes_dataset(recipe.n_train, recipe.n_test, seed=DATASET_SEED,
-                                    image_size=recipe.sizes.image_size)
-        test = data["test"]
-        exclude_t2i, exclude_mm2t = _test_exclusions(test)
-        tokenizer = build_tokenizer(shapes_vocabulary(recipe.vocab_samples, seed))
-        processor = build_processor(tokenizer, recipe.sizes.image_size, patch_size=recipe.sizes.patch_size)
-        torch.manual_seed(seed)
-        model = build_janus(recipe.sizes, tokenizer)
-        policy = JanusPolicy(model, processor)
-        t = lap("data_and_init", t)
-
-        vq_report = train_vq(model.model.vqmodel, replace(recipe.vq, seed=seed), recipe.sizes.image_size)
-        test_scenes = [Scene.from_json(s) for s in test["scene"]][: recipe.vq_eval_scenes]
-        vq_report["reconstruction"] = reconstruction_quality(model.model.vqmodel, test_scenes,
-                                                             recipe.sizes.image_size)
-        t = lap("vq", t)
-
-        vision_report = pretrain_vision_encoder(
-            model.model.vision_model, processor.image_processor, replace(recipe.vision, seed=seed),
-            recipe.sizes.image_size, eval_scenes=test_scenes, exclude=test["scene"])
-        t = lap("vision", t)
-
         sft_config = replace(recipe.sft, seed=seed)
         t2i_pool = build_t2i_pool(
-            policy, sample_t2i_examples(sft_config.t2i_pool_size, seed, exclude_t2i), recipe.sizes.image_size)
+            policy, sample_t2i_examples(sft_config.t2i_pool_size, seed, start_point.exclude_t2i),
+            recipe.sizes.image_size)
         mm2t_pool = build_mm2t_pool(
-            policy, sample_mm2t_examples(sft_config.mm2t_pool_size, seed, exclude_mm2t), recipe.sizes.image_size,
-            sft_config)
+            policy, sample_mm2t_examples(sft_config.mm2t_pool_size, seed, start_point.exclude_mm2t),
+            recipe.sizes.image_size, sft_config)
         t = lap("sft_data", t)
         sft_report = train_sft(policy, t2i_pool, mm2t_pool, sft_config)
         t = lap("sft", t)
 
-        metrics = evaluate_shapes(
-            policy, test, images_per_prompt=recipe.eval_images_per_prompt, cfg_weight=recipe.eval_cfg_weight,
-            seed=recipe.eval_seed, max_rows=recipe.eval_rows, batch_size=recipe.eval_batch_size,
-            max_new_tokens=recipe.eval_max_new_tokens, answer_samples=recipe.eval_answer_samples,
-        )
+        metrics = evaluate_base(policy, test, recipe)
         t = lap("eval", t)
 
         save_policy(policy, out)
@@ -327,15 +362,15 @@ def make_base_model(
         "evaluation_settings": metrics.get("settings"),
         "targets": mediocrity_check(evaluation),
         "target_range": list(MEDIOCRE_RANGE),
-        "vq": vq_report,
-        "vision_pretraining": vision_report,
+        "vq": start_point.vq_report,
+        "vision_pretraining": start_point.vision_report,
         "sft": sft_report,
         "dataset": {"n_train": recipe.n_train, "n_test": recipe.n_test, "dataset_seed": DATASET_SEED,
                     "split_evaluated": "test", "t2i_pool": len(t2i_pool.captions),
                     "mm2t_pool": len(mm2t_pool.questions)},
         "sizes": asdict(recipe.sizes),
-        "vocab_size": len(tokenizer),
-        "parameters": parameter_counts(model),
+        "vocab_size": len(policy.processor.tokenizer),
+        "parameters": parameter_counts(policy.model),
         "checkpoint_bytes": _directory_bytes(out),
         "recipe": {"vq": asdict(recipe.vq), "vision": asdict(recipe.vision), "sft": asdict(recipe.sft)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
