@@ -12,7 +12,7 @@ shipped `make_base_report.json` on the same machine type. Variants:
 - understanding-x2 / -x3: 2 / 3 times the recipe's 300 steps of the understanding loss (generation stops
   at its 300).
 - exists-half-x2: understanding-x2 with half of the open-ended examples drawn from the exists template
-  ("Is there a red square in the image?"), so exists sees about 6 times the recipe's examples.
+  ("Is there a red square in the image?"), so exists sees 5.5 times the recipe's examples.
 
 The table prints, per variant, the supervised seconds, generation pass rate, MC and OE accuracy, greedy
 OE accuracy per template, and sampled vs blind accuracy (an answerer that ignores the image and draws

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -52,7 +53,7 @@ from corl.generation.rollout import answer, generate_images
 from corl.rewards.text import extract_tag
 from corl.shapes.captions import think_text
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
-from corl.shapes.scene import CATEGORIES, Scene
+from corl.shapes.scene import CATEGORIES, COLOR_NAMES, NUMBER_WORDS, SHAPES, Scene, plural
 
 logger = logging.getLogger(__name__)
 
@@ -157,14 +158,32 @@ def _topic_order(topics: Iterable[str]) -> list[str]:
     return [t for t in QUESTION_TOPICS if t in present] + sorted(present - set(QUESTION_TOPICS))
 
 
+_OBJECT_WORDS = re.compile(
+    r"\b(" + "|".join([*COLOR_NAMES, *(plural(x) for x in SHAPES), *SHAPES, *NUMBER_WORDS]) + r")\b")
+
+
+def question_form(question: str) -> str:
+    """The question with its object words (colors, shapes, number words) masked: what an image-blind
+    answerer may read in it. 'Is the red circle above or below the blue square?' -> 'Is the _ _ above or
+    below the _ _?': the axis a side question names, the relation a yes/no question asks, stay."""
+    return _OBJECT_WORDS.sub("_", question)
+
+
 def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScore]]]) -> float:
-    """Accuracy of a blind answerer on these rows: one that draws each answer from the pooled distribution
-    of all the rows' sampled answers (same template), whatever the row (image and question). The sampled
-    accuracy minus this is what the answers take from the row."""
-    pooled = Counter(s.extracted for _, samples in group for s in samples)
-    total = sum(pooled.values())
+    """Accuracy of an image-blind answerer on these rows (same template): for each row it draws an answer
+    from the sampled answers of the *other* rows with the same `question_form` (of the other rows of the
+    template when no other row has that form; of the row's own samples when it is the template's only row).
+    It sees the question's form, not its object words or image; leaving the row out keeps a small pool
+    from counting the row's own image-read answers as blind. The sampled accuracy minus this is what the
+    answers take from the image."""
+    forms = [question_form(str(row["question"])) for row, _ in group]
+    answers = [Counter(s.extracted for s in samples) for _, samples in group]
     right = 0.0
-    for row, _ in group:
+    for i, (row, _) in enumerate(group):
+        others = [j for j in range(len(group)) if j != i]
+        pool_rows = [j for j in others if forms[j] == forms[i]] or others or [i]
+        pooled: Counter = sum((answers[j] for j in pool_rows), Counter())
+        total = sum(pooled.values())
         for text, count in pooled.items():
             if text is not None:
                 verdict = _score(f"<answer>{text}</answer>", row).correct

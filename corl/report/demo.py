@@ -196,8 +196,8 @@ def _heldout_section(evals: Mapping[str, Any]) -> list:
         k = next(r["settings"].get("answer_samples") for r in done.values() if (r.get("settings") or {}).get("answer_samples"))
         blocks += [Paragraph(f"What RL can elicit: {k} answers per question sampled at temperature 1, as a GRPO "
                              "group samples them. Sampled: their accuracy. Blind: the accuracy of answers drawn from "
-                             "the same template's pooled samples whatever the image (and the question's "
-                             "particulars); sampled near blind means the right samples are luck, not read from the "
+                             "the samples of the template's other questions of the same form (color, shape and "
+                             "number words masked) whatever the image; sampled near blind means the right samples are luck, not read from the "
                              "image. Contrast: the share of questions whose samples hold both a right and a wrong "
                              "answer, the groups with a reward difference to learn from."), sampled]
     return blocks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corl.eval.grading import score_answer
-from corl.eval.shapes_suite import evaluate_shapes, sampled_by_topic
+from corl.eval.shapes_suite import evaluate_shapes, question_form, sampled_by_topic
 from corl.shapes import CATEGORIES, Scene
 from corl.shapes.captions import think_text
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
@@ -283,6 +283,27 @@ def test_an_answerer_that_reads_the_image_beats_the_blind_one():
     sampled = scored(rows, [["yes", "yes"], ["yes", "no"], ["yes", "yes"], ["no", "no"]])
     stats = sampled_by_topic(rows, sampled, ["oe"] * 4, ["exists"] * 4, "oe")
     assert stats["exists"]["accuracy"] == pytest.approx(0.875)
-    assert stats["exists"]["blind"] == pytest.approx((3 * 5 / 8 + 3 / 8) / 4)  # pooled: 5 yes, 3 no
+    # each row's blind answer is drawn from the other rows' samples: yes 3/6, 4/6, 3/6 on the yes rows, no 1/6
+    assert stats["exists"]["blind"] == pytest.approx((3 / 6 + 4 / 6 + 3 / 6 + 1 / 6) / 4)
     assert stats["exists"]["contrast"] == pytest.approx(0.25)
     assert stats["all"] == stats["exists"]
+
+
+def test_question_form_masks_object_words_and_keeps_the_asked_axis():
+    assert question_form("Is the red circle above or below the blue square?") == "Is the _ _ above or below the _ _?"
+    assert question_form("How many triangles are there?") == "How many _ are there?"
+    assert question_form("What color is the circle?") != question_form("What color are the circles?")
+
+
+def test_the_blind_answerer_knows_which_axis_a_side_question_names():
+    """A model that answers the first option named, whatever the image: side questions look image-read to a
+    blind answerer pooling both axes, not to one that reads the question's form."""
+    rows = [{"question": f"Is the red circle {axis} the blue square?", "solution": f"<answer>{sol}</answer>",
+             "question_type": "oe"}
+            for axis, sol in [("above or below", "above"), ("above or below", "below"), ("above or below", "above"),
+                              ("to the left or to the right of", "left"), ("to the left or to the right of", "right"),
+                              ("to the left or to the right of", "left")]]
+    first_option = [["above"] * 4 if "above" in r["question"] else ["left"] * 4 for r in rows]
+    stats = sampled_by_topic(rows, scored(rows, first_option), ["oe"] * 6, ["side"] * 6, "oe")["side"]
+    assert stats["accuracy"] == pytest.approx(4 / 6)
+    assert stats["blind"] == pytest.approx(stats["accuracy"])  # no lift: the answers read only the question
