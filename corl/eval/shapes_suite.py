@@ -50,6 +50,7 @@ from corl.eval.grading import (
     score_answer,
 )
 from corl.generation.rollout import answer, generate_images
+from corl.rewards.accuracy import extract_choice, parse_options
 from corl.rewards.text import extract_tag
 from corl.shapes.captions import think_text
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
@@ -169,15 +170,24 @@ def question_form(question: str) -> str:
     return _OBJECT_WORDS.sub("_", question)
 
 
+def _blind_key(sample: AnswerScore, row: Mapping[str, Any]) -> str | None:
+    """What a blind answerer can reuse of a sampled answer on another question: an MC answer as the letter
+    of the option it names ("a red circle" -> "B"; option texts differ between questions, positions do
+    not), any other answer as its text."""
+    if sample.question_format != "mc" or sample.extracted is None:
+        return sample.extracted
+    return extract_choice(sample.extracted, parse_options(str(row["question"]))) or sample.extracted
+
+
 def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScore]]]) -> float:
     """Accuracy of an image-blind answerer on these rows (same template): for each row it draws an answer
     from the sampled answers of the *other* rows with the same `question_form` (of the other rows of the
     template when no other row has that form; of the row's own samples when it is the template's only row).
-    It sees the question's form, not its object words or image; leaving the row out keeps a small pool
-    from counting the row's own image-read answers as blind. The sampled accuracy minus this is what the
-    answers take from the image."""
+    It sees the question's form, not its object words or image (MC answers are pooled as the letters they
+    name: `_blind_key`); leaving the row out keeps a small pool from counting the row's own image-read
+    answers as blind. The sampled accuracy minus this is what the answers take from the image."""
     forms = [question_form(str(row["question"])) for row, _ in group]
-    answers = [Counter(s.extracted for s in samples) for _, samples in group]
+    answers = [Counter(_blind_key(s, row) for s in samples) for row, samples in group]
     right = 0.0
     for i, (row, _) in enumerate(group):
         others = [j for j in range(len(group)) if j != i]

@@ -307,3 +307,21 @@ def test_the_blind_answerer_knows_which_axis_a_side_question_names():
     stats = sampled_by_topic(rows, scored(rows, first_option), ["oe"] * 6, ["side"] * 6, "oe")["side"]
     assert stats["accuracy"] == pytest.approx(4 / 6)
     assert stats["blind"] == pytest.approx(stats["accuracy"])  # no lift: the answers read only the question
+
+
+def test_the_blind_answerer_reuses_mc_answers_as_the_letters_they_name():
+    """Option texts differ between questions; a blind answerer that always names the first option is right
+    wherever the solution is A, whichever text A has."""
+    rows = [{"question": f"What color is the circle?\nA. {a}\nB. {b}\nC. {c}\nD. {d}", "solution": f"<answer>{sol}</answer>",
+             "question_type": "mc"}
+            for a, b, c, d, sol in [("red", "blue", "green", "yellow", "A"), ("green", "red", "blue", "purple", "B"),
+                                    ("blue", "yellow", "red", "green", "A"), ("purple", "green", "yellow", "red", "C")]]
+    first_option_text = [[r["question"].splitlines()[1][3:]] * 2 for r in rows]  # e.g. "red" for "A. red"
+    stats = sampled_by_topic(rows, scored_mc(rows, first_option_text), ["mc"] * 4, ["color"] * 4, "mc")["color"]
+    assert stats["accuracy"] == pytest.approx(0.5)
+    assert stats["blind"] == pytest.approx(0.5)  # as letters: always A, right on the two A rows
+
+
+def scored_mc(rows, answers_per_row):
+    return [[score_answer(f"<answer>{a}</answer>", r["solution"], r["question"], "mc") for a in answers]
+            for r, answers in zip(rows, answers_per_row)]
