@@ -197,8 +197,8 @@ def _heldout_section(evals: Mapping[str, Any]) -> list:
         blocks += [Paragraph(f"What RL can elicit: {k} answers per question sampled at temperature 1, as a GRPO "
                              "group samples them. Sampled: their accuracy. Blind: the accuracy of answers drawn from "
                              "the samples of the template's other questions of the same form (color, shape and "
-                             "number words masked) whatever the image; sampled near blind means the right samples are luck, not read from the "
-                             "image. Contrast: the share of questions whose samples hold both a right and a wrong "
+                             "number words masked; MC answers as the letters they name) whatever the image; "
+                             "sampled near blind means the right samples are luck, not read from the image. Contrast: the share of questions whose samples hold both a right and a wrong "
                              "answer, the groups with a reward difference to learn from."), sampled]
     return blocks
 
