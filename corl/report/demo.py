@@ -198,8 +198,9 @@ def _heldout_section(evals: Mapping[str, Any]) -> list:
                              "group samples them. Sampled: their accuracy. Blind: the accuracy of answers drawn from "
                              "the samples of the template's other questions of the same form (color, shape and "
                              "number words masked; MC answers as the letters they name) whatever the image; "
-                             "sampled near blind means the right samples are luck, not read from the image. Contrast: the share of questions whose samples hold both a right and a wrong "
-                             "answer, the groups with a reward difference to learn from."), sampled]
+                             "sampled near blind means the right samples are luck, not read from the image. "
+                             "Contrast: the share of questions whose samples hold both a right and a wrong answer, "
+                             "the groups with a reward difference to learn from."), sampled]
     return blocks
 
 
