@@ -170,13 +170,13 @@ def question_form(question: str) -> str:
     return _OBJECT_WORDS.sub("_", question)
 
 
-def _blind_key(sample: AnswerScore, row: Mapping[str, Any]) -> str | None:
-    """What a blind answerer can reuse of a sampled answer on another question: an MC answer as the letter
-    of the option it names ("a red circle" -> "B"; option texts differ between questions, positions do
-    not), any other answer as its text."""
-    if sample.question_format != "mc" or sample.extracted is None:
-        return sample.extracted
-    return extract_choice(sample.extracted, parse_options(str(row["question"]))) or sample.extracted
+def _blind_keys(samples: Sequence[AnswerScore], row: Mapping[str, Any]) -> Counter:
+    """What a blind answerer can reuse of a row's sampled answers on another question, counted: MC answers
+    as the letters of the options they name ("a red circle" -> "B"; option texts differ between questions,
+    positions do not), any other answer as its text."""
+    options = parse_options(str(row["question"]))
+    return Counter((extract_choice(s.extracted, options) or s.extracted)
+                   if s.question_format == "mc" and s.extracted is not None else s.extracted for s in samples)
 
 
 def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScore]]]) -> float:
@@ -184,15 +184,17 @@ def _blind_accuracy(group: Sequence[tuple[Mapping[str, Any], Sequence[AnswerScor
     from the sampled answers of the *other* rows with the same `question_form` (of the other rows of the
     template when no other row has that form; of the row's own samples when it is the template's only row).
     It sees the question's form, not its object words or image (MC answers are pooled as the letters they
-    name: `_blind_key`); leaving the row out keeps a small pool from counting the row's own image-read
+    name: `_blind_keys`); leaving the row out keeps a small pool from counting the row's own image-read
     answers as blind. The sampled accuracy minus this is what the answers take from the image."""
     forms = [question_form(str(row["question"])) for row, _ in group]
-    answers = [Counter(_blind_key(s, row) for s in samples) for row, samples in group]
+    answers = [_blind_keys(samples, row) for row, samples in group]
+    by_form: dict[str, Counter] = {}
+    for form, counts in zip(forms, answers):
+        by_form.setdefault(form, Counter()).update(counts)
+    everything = sum(by_form.values(), Counter())
     right = 0.0
-    for i, (row, _) in enumerate(group):
-        others = [j for j in range(len(group)) if j != i]
-        pool_rows = [j for j in others if forms[j] == forms[i]] or others or [i]
-        pooled: Counter = sum((answers[j] for j in pool_rows), Counter())
+    for (row, _), form, own in zip(group, forms, answers):
+        pooled = (by_form[form] - own) or (everything - own) or own
         total = sum(pooled.values())
         for text, count in pooled.items():
             if text is not None:

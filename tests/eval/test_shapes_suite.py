@@ -266,7 +266,7 @@ def exists_rows():
 
 
 def scored(rows, answers_per_row):
-    return [[score_answer(f"<answer>{a}</answer>", r["solution"], r["question"], "oe") for a in answers]
+    return [[score_answer(f"<answer>{a}</answer>", r["solution"], r["question"], r["question_type"]) for a in answers]
             for r, answers in zip(rows, answers_per_row)]
 
 
@@ -317,11 +317,6 @@ def test_the_blind_answerer_reuses_mc_answers_as_the_letters_they_name():
             for a, b, c, d, sol in [("red", "blue", "green", "yellow", "A"), ("green", "red", "blue", "purple", "B"),
                                     ("blue", "yellow", "red", "green", "A"), ("purple", "green", "yellow", "red", "C")]]
     first_option_text = [[r["question"].splitlines()[1][3:]] * 2 for r in rows]  # e.g. "red" for "A. red"
-    stats = sampled_by_topic(rows, scored_mc(rows, first_option_text), ["mc"] * 4, ["color"] * 4, "mc")["color"]
+    stats = sampled_by_topic(rows, scored(rows, first_option_text), ["mc"] * 4, ["color"] * 4, "mc")["color"]
     assert stats["accuracy"] == pytest.approx(0.5)
     assert stats["blind"] == pytest.approx(0.5)  # as letters: always A, right on the two A rows
-
-
-def scored_mc(rows, answers_per_row):
-    return [[score_answer(f"<answer>{a}</answer>", r["solution"], r["question"], "mc") for a in answers]
-            for r, answers in zip(rows, answers_per_row)]
