@@ -46,7 +46,7 @@ from corl.config import DEFAULT_CFG_WEIGHT
 if TYPE_CHECKING:
     import torch
 
-    from corl.basemodel.sft import SFTConfig
+    from corl.basemodel.sft import MM2TPool, QuestionMaker, SFTConfig, T2IPool
     from corl.basemodel.vision_pretraining import VisionPretrainingConfig
     from corl.basemodel.vq_training import VQTrainingConfig
     from corl.policy.architecture import JanusSizes
@@ -275,6 +275,20 @@ def pretrained_start(recipe: BaseModelRecipe, seed: int,
     return PretrainedStart(policy, test, exclude_t2i, exclude_mm2t, vq_report, vision_report)
 
 
+def sft_pools(start: PretrainedStart, config: SFTConfig, image_size: int,
+              make_question: QuestionMaker | None = None) -> tuple[T2IPool, MM2TPool]:
+    """Step 6's example pools from the recipe seed's streams, test pairs excluded (`make_question`: another
+    question mix for the mm2t examples; default the Shapes templates' own)."""
+    from corl.basemodel.sft import build_mm2t_pool, build_t2i_pool, sample_mm2t_examples, sample_t2i_examples
+
+    t2i = build_t2i_pool(start.policy, sample_t2i_examples(config.t2i_pool_size, config.seed, start.exclude_t2i),
+                         image_size)
+    mm2t = build_mm2t_pool(
+        start.policy, sample_mm2t_examples(config.mm2t_pool_size, config.seed, start.exclude_mm2t, make_question),
+        image_size, config)
+    return t2i, mm2t
+
+
 def evaluate_base(policy: JanusPolicy, test: Any, recipe: BaseModelRecipe) -> dict[str, Any]:
     """Step 7's evaluation with the recipe's settings (greedy answers, and sampled ones per template)."""
     from corl.eval.shapes_suite import evaluate_shapes
@@ -307,13 +321,7 @@ def make_base_model(
     import torch
     import transformers
 
-    from corl.basemodel.sft import (
-        build_mm2t_pool,
-        build_t2i_pool,
-        sample_mm2t_examples,
-        sample_t2i_examples,
-        train_sft,
-    )
+    from corl.basemodel.sft import train_sft
     from corl.policy.loading import save_policy
 
     recipe = (recipe or (quick_recipe() if quick else BaseModelRecipe())).resolved()
@@ -334,12 +342,7 @@ def make_base_model(
         policy, test = start_point.policy, start_point.test
         t = time.perf_counter()
         sft_config = replace(recipe.sft, seed=seed)
-        t2i_pool = build_t2i_pool(
-            policy, sample_t2i_examples(sft_config.t2i_pool_size, seed, start_point.exclude_t2i),
-            recipe.sizes.image_size)
-        mm2t_pool = build_mm2t_pool(
-            policy, sample_mm2t_examples(sft_config.mm2t_pool_size, seed, start_point.exclude_mm2t),
-            recipe.sizes.image_size, sft_config)
+        t2i_pool, mm2t_pool = sft_pools(start_point, sft_config, recipe.sizes.image_size)
         t = lap("sft_data", t)
         sft_report = train_sft(policy, t2i_pool, mm2t_pool, sft_config)
         t = lap("sft", t)

@@ -150,17 +150,21 @@ def sample_t2i_examples(
     return out
 
 
+QuestionMaker = Callable[[Scene, random.Random, str], tuple[str, str]]  # (scene, rng, kind) -> (question, solution)
+
+
 def sample_mm2t_examples(
-    n: int, seed: int, exclude: set[tuple[str, str]] = frozenset()
+    n: int, seed: int, exclude: set[tuple[str, str]] = frozenset(), make: QuestionMaker | None = None
 ) -> list[tuple[Scene, str, str]]:
     """n (scene, question, solution) triples (MC and OE alternating), none with a (scene JSON, question)
-    pair in `exclude`."""
+    pair in `exclude`; `make` asks the question (default: the Shapes templates' own mix)."""
+    make = make or make_question
     rng = random.Random(f"corl-base-sft-mm2t:{seed}")
     out: list[tuple[Scene, str, str]] = []
     skipped = 0
     while len(out) < n:
         scene = sample_scene(rng)
-        question, solution = make_question(scene, rng, QUESTION_KINDS[len(out) % len(QUESTION_KINDS)])
+        question, solution = make(scene, rng, QUESTION_KINDS[len(out) % len(QUESTION_KINDS)])
         if (scene.to_json(), question) in exclude:
             skipped += 1
             continue

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from corl.basemodel.sft import sample_mm2t_examples
 from corl.shapes.questions import question_topic
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "base_understanding_budget.py"
@@ -20,13 +21,13 @@ def bench():
 
 
 def test_exists_heavy_mix_asks_exists_in_the_share_of_oe_slots(bench):
-    examples = bench.exists_heavy_examples(400, seed=0, exclude=set(), share=0.5)
+    examples = sample_mm2t_examples(400, seed=0, make=bench.exists_heavy(0.5))
     oe = [q for _, q, s in examples if "\n" not in q]  # MC questions carry option lines
     assert len(examples) == 400 and len(oe) == 200
     exists = sum(question_topic(q) == "exists" for q in oe)
     assert 0.5 <= exists / len(oe) <= 0.75  # half by construction, plus the recipe mix's own exists questions
     excluded = {(examples[0][0].to_json(), examples[0][1])}
-    again = bench.exists_heavy_examples(400, seed=0, exclude=excluded, share=0.5)
+    again = sample_mm2t_examples(400, seed=0, exclude=excluded, make=bench.exists_heavy(0.5))
     assert (again[0][0].to_json(), again[0][1]) not in excluded
 
 
