@@ -13,6 +13,14 @@ shipped `make_base_report.json` on the same machine type. Variants:
   at its 300).
 - exists-half-x2: understanding-x2 with half of the open-ended examples drawn from the exists template
   ("Is there a red square in the image?"), so exists sees 5.4 times the recipe's examples.
+- reading-pretrained: the recipe after a text-only phase, as a real Janus's LLM is text-pretrained before
+  it sees images: 600 steps of 64 examples whose context is the understanding prompt without an image and
+  the scene's think text ("I see two red circles and a blue square."), and whose target is the answer to
+  a color, shape, count or exists question (the templates a think text answers). It trains the LLM and its
+  text head to answer from the description, the reading the base's answers lack.
+
+`--save-dir DIR` saves each variant's model to DIR/<variant>; `CORL_SHAPES_BASE=DIR/<variant> corl demo`
+then runs the demo from it.
 
 The table prints, per variant, the supervised seconds, generation pass rate, MC and OE accuracy, greedy
 OE accuracy per template, and sampled vs blind accuracy (an answerer that ignores the image and draws
@@ -25,9 +33,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 # understanding steps as a multiple of the recipe's (300), and the share of OE examples asking exists
 VARIANTS: dict[str, dict] = {
@@ -35,8 +45,12 @@ VARIANTS: dict[str, dict] = {
     "understanding-x2": {"mm2t_factor": 2},
     "understanding-x3": {"mm2t_factor": 3},
     "exists-half-x2": {"mm2t_factor": 2, "exists_share": 0.5},
+    "reading-pretrained": {"reading_steps": 600},
 }
 TEMPLATES = ("color", "shape", "count", "exists", "relation", "side")
+READING_TEMPLATES = ("color", "shape", "count", "exists")  # the OE templates a think text answers
+READING_BATCH = 64
+READING_LR = 1.5e-3  # the SFT recipe's
 
 
 def exists_heavy(share: float):
@@ -53,7 +67,76 @@ def exists_heavy(share: float):
     return make
 
 
-def run_variant(start, state: dict, rng_state, recipe, seed: int, knobs: dict) -> dict:
+def reading_examples(processor, n: int, seed: int, eos_id: int) -> list[tuple[list[int], list[int]]]:
+    """n text-only (context ids, target ids) pairs from fresh scenes, cycling over READING_TEMPLATES: the
+    context is the understanding prompt of the question without an image, then "<think>{think text}</think>";
+    the target is "<answer>...</answer>" and EOS."""
+    from corl.config import DEFAULT_ANSWER_FORMAT
+    from corl.shapes.captions import think_text
+    from corl.shapes.questions import OE_TEMPLATES, answer_tag
+    from corl.shapes.scene import sample_scene
+
+    tokenizer = processor.tokenizer
+    rng = random.Random(f"corl-base-text:{seed}")
+    out: list[tuple[list[int], list[int]]] = []
+    while len(out) < n:
+        scene = sample_scene(rng)
+        made = OE_TEMPLATES[READING_TEMPLATES[len(out) % len(READING_TEMPLATES)]](scene, rng)
+        if made is None:  # color / shape need a subject whose asked attribute is one value
+            continue
+        question, answer = made
+        turn = [{"role": "user", "content": [{"type": "text", "text": f"{question} {DEFAULT_ANSWER_FORMAT}"}]}]
+        prompt = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+        context = tokenizer(prompt + f"<think>{think_text(scene)}</think>")["input_ids"]
+        out.append((context, tokenizer(answer_tag(answer), add_special_tokens=False)["input_ids"] + [eos_id]))
+    return out
+
+
+def reading_pretraining(policy, steps: int, batch_size: int, seed: int) -> float:
+    """Train the LLM and its text head on `reading_examples` (loss on the target tokens only, the SFT
+    recipe's optimizer and warmup-cosine schedule); returns the seconds taken."""
+    import torch
+    import torch.nn.functional as F
+
+    from corl.basemodel.sft import SFTConfig, left_pad, right_pad, sft_optimizer
+    from corl.basemodel.vq_training import warmup_cosine_factor
+    from corl.policy.logits import positions_from_mask
+
+    pad = policy.tokens.pad_id
+    pool = reading_examples(policy.processor, steps * batch_size // 2, seed, policy.tokens.eos_id)
+    model = policy.model
+    llm = model.model.language_model
+    params = [*llm.parameters(), *model.lm_head.parameters()]
+    model.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = sft_optimizer(params, SFTConfig(lr=READING_LR))
+    generator = torch.Generator().manual_seed(seed)
+    began = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = READING_LR * warmup_cosine_factor(step, 20, steps)
+        rows = torch.randint(0, len(pool), (batch_size,), generator=generator).tolist()
+        context, context_mask = left_pad([pool[i][0] for i in rows], pad)  # [b, P]
+        target, target_mask = right_pad([pool[i][1] for i in rows], pad)  # [b, C]
+        ids, mask = torch.cat([context, target], 1), torch.cat([context_mask, target_mask], 1)
+        hidden = llm(inputs_embeds=llm.get_input_embeddings()(ids), attention_mask=mask,
+                     position_ids=positions_from_mask(mask), use_cache=False).last_hidden_state
+        logits = model.lm_head(hidden[:, context.shape[1] - 1 : -1])  # [b, C, V]: state t predicts token t+1
+        losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        loss = (losses * target_mask.flatten()).sum() / target_mask.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if (step + 1) % 100 == 0:
+            print(f"reading step {step + 1}: loss {loss.item():.3f}", flush=True)
+    model.eval()
+    return time.perf_counter() - began
+
+
+def run_variant(start, state: dict, rng_state, recipe, seed: int, knobs: dict, quick: bool = False) -> dict:
     """Supervised training from the shared start (weights and torch's global RNG as make-base leaves them
     before SFT) with `knobs`, then make-base's evaluation."""
     import torch
@@ -64,13 +147,17 @@ def run_variant(start, state: dict, rng_state, recipe, seed: int, knobs: dict) -
     share = knobs.get("exists_share", 0.0)
     start.policy.model.load_state_dict(state)
     torch.set_rng_state(rng_state)
+    reading_steps = min(knobs.get("reading_steps", 0), 2) if quick else knobs.get("reading_steps", 0)
+    reading_seconds = (reading_pretraining(start.policy, reading_steps, 4 if quick else READING_BATCH, seed)
+                       if reading_steps else 0.0)
     config = replace(recipe.sft, seed=seed, mm2t_steps=recipe.sft.mm2t_steps * knobs.get("mm2t_factor", 1))
     t2i, mm2t = sft_pools(start, config, recipe.sizes.image_size, exists_heavy(share) if share else None)
     began = time.perf_counter()
     train_sft(start.policy, t2i, mm2t, config)
     seconds = time.perf_counter() - began
     metrics = evaluate_base(start.policy, start.test, recipe)
-    return {"sft_seconds": round(seconds, 1), "steps": f"{config.t2i_steps}/{config.mm2t_steps}", **metrics}
+    steps = f"{config.t2i_steps}/{config.mm2t_steps}" + (f" +{reading_steps}r" if reading_steps else "")
+    return {"sft_seconds": round(seconds, 1), "reading_seconds": round(reading_seconds, 1), "steps": steps, **metrics}
 
 
 def print_table(results: dict[str, dict]) -> None:
@@ -78,12 +165,12 @@ def print_table(results: dict[str, dict]) -> None:
         return "  n/a" if x is None else f"{100 * x:5.1f}"
 
     print("\nheld-out, % (generation: pass rate; OE per template: greedy)")
-    head = f"{'variant':18} {'t2i/mm2t':>9} {'SFT s':>6} {'gen':>5} {'MC':>5} {'OE':>5} | "
+    head = f"{'variant':18} {'t2i/mm2t':>14} {'SFT s':>6} {'read s':>6} {'gen':>5} {'MC':>5} {'OE':>5} | "
     print(head + " ".join(f"{t:>8}" for t in TEMPLATES))
     for name, r in results.items():
         greedy = r["oe.by_topic"]
-        row = (f"{name:18} {r['steps']:>9} {r['sft_seconds']:6.1f} {pct(r['t2i.overall'])} {pct(r['mc.accuracy'])}"
-               f" {pct(r['oe.accuracy'])} | ")
+        row = (f"{name:18} {r['steps']:>14} {r['sft_seconds']:6.1f} {r['reading_seconds']:6.1f}"
+               f" {pct(r['t2i.overall'])} {pct(r['mc.accuracy'])} {pct(r['oe.accuracy'])} | ")
         print(row + " ".join(f"{pct(greedy.get(t, {}).get('accuracy')):>8}" for t in TEMPLATES))
     print("\nOE sampled vs blind accuracy per template, % (8 answers a question at temperature 1)")
     print(f"{'variant':18} " + " ".join(f"{t:>13}" for t in TEMPLATES))
@@ -100,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="make-base's recipe seed (0: the shipped base)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (make-base's default: 2)")
     parser.add_argument("--json", help="also write every variant's metrics to this file")
+    parser.add_argument("--save-dir", help="save each variant's model to SAVE_DIR/<variant>")
     parser.add_argument("--quick", action="store_true", help="make-base's --quick sizes and steps: a smoke run "
                         "in seconds whose numbers mean nothing")
     args = parser.parse_args(argv)
@@ -116,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         rng_state = torch.get_rng_state()
         for name in args.variants:
             print(f"--- {name}: {VARIANTS[name] or 'the shipped recipe'}", flush=True)
-            results[name] = run_variant(start, state, rng_state, recipe, args.seed, VARIANTS[name])
+            results[name] = run_variant(start, state, rng_state, recipe, args.seed, VARIANTS[name], args.quick)
+            if args.save_dir:
+                from corl.policy.loading import save_policy
+
+                save_policy(start.policy, Path(args.save_dir) / name)
     print_table(results)
     if args.json:
         with open(args.json, "w") as f:

@@ -298,7 +298,8 @@ def sft_parameters(policy: JanusPolicy) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _optimizer(params: Iterable[torch.nn.Parameter], config: SFTConfig) -> torch.optim.Optimizer:
+def sft_optimizer(params: Iterable[torch.nn.Parameter], config: SFTConfig) -> torch.optim.Optimizer:
+    """AdamW at config.lr, betas (0.9, 0.95), config.weight_decay on matrices only."""
     params = list(params)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -318,7 +319,7 @@ def train_sft(policy: JanusPolicy, t2i: T2IPool, mm2t: MM2TPool, config: SFTConf
     """
     generator = torch.Generator().manual_seed(config.seed)
     params = sft_parameters(policy)
-    optimizer = _optimizer(params, config)
+    optimizer = sft_optimizer(params, config)
     policy.model.train()
     policy.model.model.vqmodel.eval()
     t2i_hist: list[float] = []

@@ -31,11 +31,33 @@ def test_exists_heavy_mix_asks_exists_in_the_share_of_oe_slots(bench):
     assert (again[0][0].to_json(), again[0][1]) not in excluded
 
 
+def test_reading_examples_answer_from_the_think_text_without_an_image(bench, tiny_policy):
+    processor, eos = tiny_policy.processor, tiny_policy.tokens.eos_id
+    examples = bench.reading_examples(processor, 40, seed=0, eos_id=eos)
+    assert len(examples) == 40
+    tokenizer = processor.tokenizer
+    for i, (context, target) in enumerate(examples):
+        prompt = tokenizer.decode(context)
+        assert processor.image_token not in prompt and prompt.endswith("</think>")
+        question = prompt.split("<|User|>:")[-1]
+        assert question_topic(question) == bench.READING_TEMPLATES[i % len(bench.READING_TEMPLATES)]
+        answer = tokenizer.decode(target[:-1]).strip()
+        assert target[-1] == eos and answer.startswith("<answer>") and answer.endswith("</answer>")
+        if question_topic(question) == "exists":  # "Is there a red circle ...?": yes iff the think text names it
+            asked = question.split("Is there ")[1].split(" in the image")[0].split(" ", 1)[1]  # "red circle"
+            named = asked in prompt.rsplit("<think>", 1)[1]  # "a red circle", "two red circles"
+            assert answer == ("<answer>yes</answer>" if named else "<answer>no</answer>")
+
+
 def test_quick_run_trains_each_variant_from_the_same_start(bench, tmp_path, capsys):
     out = tmp_path / "budget.json"
-    assert bench.main(["--quick", "--variants", "recipe", "exists-half-x2", "--json", str(out)]) == 0
+    variants = ["recipe", "exists-half-x2", "reading-pretrained"]
+    assert bench.main(["--quick", "--variants", *variants, "--json", str(out),
+                       "--save-dir", str(tmp_path / "models")]) == 0
     results = json.loads(out.read_text())
-    assert [results[v]["steps"] for v in ("recipe", "exists-half-x2")] == ["2/2", "2/4"]
+    assert [results[v]["steps"] for v in variants] == ["2/2", "2/4", "2/2 +2r"]
+    assert results["reading-pretrained"]["reading_seconds"] > 0 and results["recipe"]["reading_seconds"] == 0
     assert all(0.0 <= r["oe.accuracy"] <= 1.0 for r in results.values())
+    assert all((tmp_path / "models" / v / "config.json").is_file() for v in variants)
     printed = capsys.readouterr().out
-    assert "sampled vs blind" in printed and "exists-half-x2" in printed
+    assert "sampled vs blind" in printed and "reading-pretrained" in printed
