@@ -50,7 +50,6 @@ VARIANTS: dict[str, dict] = {
 TEMPLATES = ("color", "shape", "count", "exists", "relation", "side")
 READING_TEMPLATES = ("color", "shape", "count", "exists")  # the OE templates a think text answers
 READING_BATCH = 64
-READING_LR = 1.5e-3  # the SFT recipe's
 
 
 def exists_heavy(share: float):
@@ -72,6 +71,7 @@ def reading_examples(processor, n: int, seed: int, eos_id: int) -> list[tuple[li
     context is the understanding prompt of the question without an image, then "<think>{think text}</think>";
     the target is "<answer>...</answer>" and EOS."""
     from corl.config import DEFAULT_ANSWER_FORMAT
+    from corl.policy.prompts import render_text_turn
     from corl.shapes.captions import think_text
     from corl.shapes.questions import OE_TEMPLATES, answer_tag
     from corl.shapes.scene import sample_scene
@@ -85,8 +85,7 @@ def reading_examples(processor, n: int, seed: int, eos_id: int) -> list[tuple[li
         if made is None:  # color / shape need a subject whose asked attribute is one value
             continue
         question, answer = made
-        turn = [{"role": "user", "content": [{"type": "text", "text": f"{question} {DEFAULT_ANSWER_FORMAT}"}]}]
-        prompt = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+        prompt = render_text_turn(processor, f"{question} {DEFAULT_ANSWER_FORMAT}")
         context = tokenizer(prompt + f"<think>{think_text(scene)}</think>")["input_ids"]
         out.append((context, tokenizer(answer_tag(answer), add_special_tokens=False)["input_ids"] + [eos_id]))
     return out
@@ -98,6 +97,7 @@ def reading_pretraining(policy, steps: int, batch_size: int, seed: int) -> float
     import torch
     import torch.nn.functional as F
 
+    from corl.algos import masked_mean
     from corl.basemodel.sft import SFTConfig, left_pad, right_pad, sft_optimizer
     from corl.basemodel.vq_training import warmup_cosine_factor
     from corl.policy.logits import positions_from_mask
@@ -110,13 +110,14 @@ def reading_pretraining(policy, steps: int, batch_size: int, seed: int) -> float
     model.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    optimizer = sft_optimizer(params, SFTConfig(lr=READING_LR))
+    config = SFTConfig()  # the SFT recipe's learning rate and warmup
+    optimizer = sft_optimizer(params, config)
     generator = torch.Generator().manual_seed(seed)
     began = time.perf_counter()
     model.train()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = READING_LR * warmup_cosine_factor(step, 20, steps)
+            group["lr"] = config.lr * warmup_cosine_factor(step, config.warmup_steps, steps)
         rows = torch.randint(0, len(pool), (batch_size,), generator=generator).tolist()
         context, context_mask = left_pad([pool[i][0] for i in rows], pad)  # [b, P]
         target, target_mask = right_pad([pool[i][1] for i in rows], pad)  # [b, C]
@@ -124,8 +125,8 @@ def reading_pretraining(policy, steps: int, batch_size: int, seed: int) -> float
         hidden = llm(inputs_embeds=llm.get_input_embeddings()(ids), attention_mask=mask,
                      position_ids=positions_from_mask(mask), use_cache=False).last_hidden_state
         logits = model.lm_head(hidden[:, context.shape[1] - 1 : -1])  # [b, C, V]: state t predicts token t+1
-        losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
-        loss = (losses * target_mask.flatten()).sum() / target_mask.sum()
+        loss = masked_mean(F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none"),
+                           target_mask.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from corl.basemodel.pipeline import BaseModelRecipe, pretrained_start, quick_recipe, torch_threads
+    from corl.policy.loading import save_policy
 
     recipe = (quick_recipe() if args.quick else BaseModelRecipe()).resolved()
     results: dict[str, dict] = {}
@@ -206,8 +208,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- {name}: {VARIANTS[name] or 'the shipped recipe'}", flush=True)
             results[name] = run_variant(start, state, rng_state, recipe, args.seed, VARIANTS[name], args.quick)
             if args.save_dir:
-                from corl.policy.loading import save_policy
-
                 save_policy(start.policy, Path(args.save_dir) / name)
     print_table(results)
     if args.json:

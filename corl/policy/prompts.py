@@ -87,11 +87,15 @@ def render_understanding(processor: JanusProcessor, question: str, style: Prompt
     return _render(processor, content, style.system_prompt)
 
 
+def render_text_turn(processor: JanusProcessor, text: str, style: PromptStyle = PromptStyle()) -> str:
+    """A user turn of text only, up to the open assistant turn (no image, no answer-format instruction)."""
+    return _render(processor, [{"type": "text", "text": text.strip()}], style.system_prompt)
+
+
 def render_generation(processor: JanusProcessor, caption: str, style: PromptStyle = PromptStyle()) -> str:
     """The text-to-image prompt: the caption as the user turn, the assistant turn opened by the
     image-start tag (Janus-Pro's t2i format)."""
-    rendered = _render(processor, [{"type": "text", "text": caption.strip()}], style.system_prompt)
-    return rendered + processor.image_start_token
+    return render_text_turn(processor, caption, style) + processor.image_start_token
 
 
 def _cut_to_fit(
