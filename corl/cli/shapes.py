@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from corl.shapes.dataset import build_shapes_dataset, summarize
+    from corl.shapes.dataset import build_shapes_dataset, summarize, train_overlap
 
     if args.n_train < 1 or args.n_test < 1:
         # datasets writes an empty split with zero shards and then cannot load it back.
@@ -64,6 +64,10 @@ def run_build(args: argparse.Namespace) -> int:
         cats = ", ".join(f"{k} {v}" for k, v in summary["category"].items())
         qtypes = ", ".join(f"{k} {v}" for k, v in summary["question_type"].items())
         print(f"  {split}: {len(data)} rows | categories: {cats or '-'} | question types: {qtypes or '-'}")
+    overlap = train_overlap(ds)
+    by_type = ", ".join(f"{k.split('/')[1]} {v}" for k, v in sorted(overlap.items()) if "/" in k)
+    print(f"  test rows showing a train scene: {overlap['scene']}; asking a train row's question about it: "
+          f"{overlap['scene_question']}" + (f" ({by_type})" if by_type else ""))
     return 0
 
 

@@ -11,6 +11,9 @@ Choices taken:
 - Train is built first; a test row whose (caption, scene) also occurs in train is re-drawn (up to
   MAX_REDRAWS times). Small categories (single_object has 135 scenes) cannot always avoid overlap in
   big builds; those rows are kept, counted and logged.
+- A test row may still show a train scene with another caption, and then ask the train row's question
+  about it: understanding sees the image and the question only, so `train_overlap` counts those rows
+  (`corl shapes build` prints them) for anyone who wants a held-out score without them.
 """
 
 from __future__ import annotations
@@ -115,6 +118,20 @@ def build_shapes_dataset(n_train: int, n_test: int, seed: int = 0, image_size: i
             "for this many rows", overlaps, n_test,
         )
     return DatasetDict({"train": _to_dataset(train_rows), "test": _to_dataset(test_rows)})
+
+
+def train_overlap(ds: DatasetDict) -> dict[str, int]:
+    """How many test rows repeat a train scene, and how many a train (scene, question) pair, per question
+    type: {"scene": n, "scene_question": n, "scene_question/mc": n, "scene_question/oe": n}."""
+    train, test = ds["train"], ds["test"]
+    scenes = set(train["scene"])
+    pairs = set(zip(train["scene"], train["question"]))
+    counts = {"scene": sum(s in scenes for s in test["scene"]), "scene_question": 0}
+    for scene, question, qtype in zip(test["scene"], test["question"], test["question_type"]):
+        if (scene, question) in pairs:
+            counts["scene_question"] += 1
+            counts[f"scene_question/{qtype}"] = counts.get(f"scene_question/{qtype}", 0) + 1
+    return counts
 
 
 def summarize(ds: Dataset) -> dict[str, dict[str, int]]:

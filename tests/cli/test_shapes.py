@@ -9,6 +9,7 @@ def test_build_and_show(tmp_path, capsys):
                  "--image-size", "40"]) == 0
     out = capsys.readouterr().out
     assert "train: 12 rows" in out and "test: 6 rows" in out and "counting 2" in out and "mc 6" in out
+    assert "test rows showing a train scene:" in out and "asking a train row's question about it:" in out
     ds = load_from_disk(str(data))
     assert len(ds["train"]) == 12 and ds["train"][0]["image"].size == (40, 40)
 

@@ -6,7 +6,9 @@ from datasets import load_from_disk
 from PIL import Image
 
 from corl.shapes.captions import caption_for
-from corl.shapes.dataset import FEATURES, balanced_plan, build_shapes_dataset, summarize
+from datasets import Dataset, DatasetDict
+
+from corl.shapes.dataset import FEATURES, balanced_plan, build_shapes_dataset, summarize, train_overlap
 from corl.shapes.render import render_scene
 from corl.shapes.scene import CATEGORIES, Scene
 
@@ -55,6 +57,25 @@ def test_build_is_deterministic(small):
 def test_test_split_avoids_train_pairs(small):
     train_pairs = set(zip(small["train"]["prompt"], small["train"]["scene"]))
     assert not train_pairs & set(zip(small["test"]["prompt"], small["test"]["scene"]))
+
+
+def test_train_overlap_counts_repeated_scenes_and_questions():
+    def split(rows):
+        return Dataset.from_dict({k: [r[i] for r in rows] for i, k in enumerate(("scene", "question", "question_type"))})
+
+    train = split([("s1", "q1", "oe"), ("s2", "q2", "mc"), ("s3", "q3", "oe")])
+    # s1 with its train question (oe), s2 with its train question (mc), s3 with another question, s4 new.
+    test = split([("s1", "q1", "oe"), ("s2", "q2", "mc"), ("s3", "qx", "oe"), ("s4", "q1", "oe")])
+    counts = train_overlap(DatasetDict({"train": train, "test": test}))
+    assert counts == {"scene": 3, "scene_question": 2, "scene_question/oe": 1, "scene_question/mc": 1}
+
+
+def test_train_overlap_of_a_real_build(small):
+    counts = train_overlap(small)
+    train_pairs = set(zip(small["train"]["scene"], small["train"]["question"]))
+    expected = sum(p in train_pairs for p in zip(small["test"]["scene"], small["test"]["question"]))
+    assert counts["scene_question"] == expected
+    assert counts["scene"] >= expected
 
 
 def test_save_load_round_trip(small, tmp_path):
