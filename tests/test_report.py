@@ -88,6 +88,19 @@ def test_heldout_table_gives_counts_intervals_and_the_change():
     assert "t2i." not in " ".join(str(c) for row in table.rows for c in row)  # readable names only
 
 
+def test_heldout_table_shows_accuracy_on_questions_not_trained_on_when_a_result_has_it():
+    base = {**_result(), "oe.n": 150, "oe.accuracy_unseen": 0.62, "oe.n_unseen": 141}
+    final = {**_result(), "oe.accuracy": 0.7, "oe.n": 150, "oe.accuracy_unseen": 0.68, "oe.n_unseen": 141}
+    assert count_of(final, "oe.accuracy_unseen") == 141
+    rows = {row[0]: row for row in heldout_table({"base": base, "final": final}).rows}
+    unseen = rows["open-ended accuracy, questions not trained on"]
+    low, high = wilson_interval(round(0.68 * 141), 141)
+    assert unseen[1] == "141" and unseen[3] == f"68.0 ({100 * low:.1f}–{100 * high:.1f})" and unseen[4] == "+6.0"
+    # only the keys some result has get a row
+    assert "multiple-choice accuracy, questions not trained on" not in rows
+    assert not any("not trained on" in row[0] for row in heldout_table({"base": _result()}).rows)
+
+
 def test_heldout_table_of_a_model_not_evaluated_yet():
     table = heldout_table({"base": _result(), "after unified": None, "after refined": None})
     row = next(r for r in table.rows if r[0] == "generation pass rate")

@@ -217,6 +217,35 @@ def held_out_rows(settings: DemoSettings) -> Any:
     return load_rows(str(default_shapes_dir()), split="test", task="unified", limit=settings.max_rows).dataset
 
 
+def training_pairs(settings: DemoSettings) -> set[tuple[str, str]] | None:
+    """The (scene JSON, question) pairs of every train split the demo's stages read (whole splits: a
+    superset of what they sample), or None when a stage reads data whose scenes cannot be read back (not
+    a local Shapes dataset, or renamed columns)."""
+    from datasets import load_from_disk
+
+    from corl.config import load_config, resolve_recipe
+    from corl.data.shapes_source import default_shapes_dir
+    from corl.shapes.dataset import scene_question_pairs
+
+    pairs: set[tuple[str, str]] = set()
+    for stage in settings.stages:
+        data = load_config(resolve_recipe(f"{RECIPE_FAMILY}/{stage}"), [f"seed={settings.seed}", *settings.overrides]).data
+        if data.column_map:
+            return None
+        if data.source == "shapes":
+            source = default_shapes_dir(data.shapes_n_train, data.shapes_n_test, data.shapes_seed, data.shapes_image_size)
+        else:
+            source = Path(data.source)
+        try:
+            split = load_from_disk(str(source))[data.split]
+        except (OSError, KeyError, ValueError):  # not a save_to_disk folder, or no such split
+            return None
+        if not {"scene", "question"} <= set(split.column_names):
+            return None
+        pairs |= scene_question_pairs(split.select_columns(["scene", "question"]))
+    return pairs
+
+
 def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSettings,
                         name: str | None = None) -> dict[str, Any]:
     """The Shapes suite on `settings.max_rows` held-out rows, cached in `out_json` (read back when made
@@ -225,7 +254,7 @@ def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSe
     import tempfile
 
     from corl.eval.grading import write_json_atomic
-    from corl.eval.shapes_suite import evaluate_shapes
+    from corl.eval.shapes_suite import evaluate_shapes, unseen_accuracy
     from corl.report import demo as layout
     from corl.report.examples import GRID_FILE, generate_grid, grid_prompts, save_failures
 
@@ -255,6 +284,9 @@ def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSe
                                      image_dir=images if pictures else None)
             if pictures:
                 save_failures(result, rows, Path(images), layout.failures_folder(folder, name))
+        seen = training_pairs(settings)
+        if seen is not None:
+            result.update(unseen_accuracy(result, rows, seen))
         result["settings"]["max_rows"] = settings.max_rows  # what was asked for (the split may hold fewer)
         write_json_atomic(result, out_json)
     if todo_grid:

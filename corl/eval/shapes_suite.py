@@ -383,3 +383,19 @@ def evaluate_shapes(
             )
         ]
     return result
+
+
+def unseen_accuracy(result: dict[str, Any], rows: Any, seen: set[tuple[str, str]]) -> dict[str, Any]:
+    """MC and OE accuracy over the evaluated questions whose (scene JSON, question) pair is not in `seen`
+    (the pairs training saw): `mc.accuracy_unseen`, `mc.n_unseen`, `oe.accuracy_unseen`, `oe.n_unseen` for
+    each type with such a question. `result` needs its details (`return_details=True`); `rows` are the
+    evaluated rows, with a scene column."""
+    scenes, questions = rows["scene"], rows["question"]
+    out: dict[str, Any] = {}
+    for kind in ("mc", "oe"):
+        kept = [d["correct"] for d in result["details"] if d["question_type"] == kind and d["correct"] is not None
+                and (scenes[d["index"]], questions[d["index"]]) not in seen]
+        if kept:
+            out[f"{kind}.accuracy_unseen"] = sum(kept) / len(kept)
+            out[f"{kind}.n_unseen"] = len(kept)
+    return out

@@ -15,7 +15,9 @@ REWARDS = {"cycle_text": "cycle, textual half", "cycle_image": "cycle, visual ha
 TIMES = {"image_rollout": "image rollout", "text_rollout": "answer rollout", "rollout": "rollout",
          "rewards": "rewards", "logps": "scoring (old / reference log-probs)", "update": "update"}
 HEADLINE = {"t2i.overall": "generation pass rate", "mc.accuracy": "multiple-choice accuracy",
-            "oe.accuracy": "open-ended accuracy", "format_rate": "answer format rate"}
+            "oe.accuracy": "open-ended accuracy", "format_rate": "answer format rate",
+            "mc.accuracy_unseen": "multiple-choice accuracy, questions not trained on",
+            "oe.accuracy_unseen": "open-ended accuracy, questions not trained on"}
 
 
 def task(name: str) -> str:

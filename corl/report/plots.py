@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
 import corl.report.names as names
-from corl.report.tables import metric_keys
+from corl.report.tables import UNSEEN_KEYS, metric_keys
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def plot_metric_bars(evals: Mapping[str, Mapping[str, Any]], path: Path) -> Path
     """Grouped bars: headline metrics and each generation category, one bar per evaluated model."""
     import numpy as np
 
-    keys = metric_keys(evals)
+    keys = [k for k in metric_keys(evals) if k not in UNSEEN_KEYS]
     labels = list(evals)
     x = np.arange(len(keys))
     width = 0.8 / max(1, len(labels))

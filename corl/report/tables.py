@@ -37,8 +37,14 @@ def category_keys(evals: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return keys
 
 
+# Accuracy over the held-out questions whose (scene, question) pair no training split holds (`corl demo`
+# adds them; `corl.eval.shapes_suite.unseen_accuracy`), shown when a result has them.
+UNSEEN_KEYS: tuple[str, ...] = ("mc.accuracy_unseen", "oe.accuracy_unseen")
+
+
 def metric_keys(evals: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return [*HEADLINE_KEYS, *category_keys(evals)]
+    unseen = [k for k in UNSEEN_KEYS if any(k in r for r in evals.values())]
+    return [*HEADLINE_KEYS, *unseen, *category_keys(evals)]
 
 
 def _pct(value: Any) -> str:
@@ -68,6 +74,8 @@ def count_of(result: Mapping[str, Any], key: str) -> int | None:
         return category_counts(result).get(key[4:])
     if key in ("mc.accuracy", "oe.accuracy"):
         return result.get(key.split(".")[0] + ".n")
+    if key in UNSEEN_KEYS:
+        return result.get(key.split(".")[0] + ".n_unseen")
     if key == "format_rate":
         details = result.get("details")
         return len(details) if details else (result.get("settings") or {}).get("n_rows")

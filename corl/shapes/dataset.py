@@ -120,12 +120,17 @@ def build_shapes_dataset(n_train: int, n_test: int, seed: int = 0, image_size: i
     return DatasetDict({"train": _to_dataset(train_rows), "test": _to_dataset(test_rows)})
 
 
+def scene_question_pairs(split: Dataset) -> set[tuple[str, str]]:
+    """(scene JSON, question) of every row of `split`: what an understanding question shows and asks."""
+    return set(zip(split["scene"], split["question"]))
+
+
 def train_overlap(ds: DatasetDict) -> dict[str, int]:
     """How many test rows repeat a train scene, and how many a train (scene, question) pair, per question
     type: {"scene": n, "scene_question": n, "scene_question/mc": n, "scene_question/oe": n}."""
     train, test = ds["train"], ds["test"]
     scenes = set(train["scene"])
-    pairs = set(zip(train["scene"], train["question"]))
+    pairs = scene_question_pairs(train)
     counts = {"scene": sum(s in scenes for s in test["scene"]), "scene_question": 0}
     for scene, question, qtype in zip(test["scene"], test["question"], test["question_type"]):
         if (scene, question) in pairs:

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from datasets import load_from_disk
 
 from corl.cli import main
 from corl.data import shapes_source
@@ -38,6 +39,13 @@ def test_demo_pipeline_rerun_and_moved_folder(tiny_world, capsys):
     final = json.loads((out / "eval_final.json").read_text())
     assert final["settings"]["model"] == "mc/checkpoint-1"  # recorded relative to the run folder
     assert final["settings"]["max_rows"] == 4 and len(final["details"]) == 4
+    # accuracy without the held-out questions whose (scene, question) a stage's train split holds
+    data = load_from_disk(str(shapes_source.default_shapes_dir(16, 4, 0, 32)))
+    trained = set(zip(data["train"]["scene"], data["train"]["question"]))
+    unseen = [d for d in final["details"] if (data["test"][d["index"]]["scene"], d["question"]) not in trained]
+    assert len(unseen) == 4 and final["mc.n_unseen"] == 4  # (these 4 eval rows are all MC, none trained on)
+    assert final["mc.accuracy_unseen"] == sum(d["correct"] for d in unseen) / 4
+    assert "| multiple-choice accuracy, questions not trained on | 4 |" in (out / "report.md").read_text()
     # the refined stage started from the unified stage's final checkpoint
     assert f"name_or_path: {out / 'unified' / 'checkpoint-1'}" in (out / "mc" / "config.yaml").read_text()
     # the held-out curve: the trainer evaluated during each stage
@@ -113,3 +121,13 @@ def test_an_evaluation_made_with_other_settings_is_not_reused(tmp_path):
     (tmp_path / "eval_base.json").write_text(json.dumps(made))
     with pytest.raises(ValueError, match="images_per_prompt: 2 -> 4"):
         evaluate_checkpoint("unused", tmp_path / "eval_base.json", DemoSettings(out=tmp_path), name="base")
+
+
+def test_training_pairs_of_data_it_cannot_read_back_is_none(tmp_path):
+    from corl.cli.demo import DemoSettings, training_pairs
+
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text('{"question": "q", "solution": "<answer>a</answer>"}\n')
+    for overrides in ([f"data.source={jsonl}"], [f"data.source={tmp_path / 'missing'}"],
+                      ["data.column_map={question: qa_problem}"]):
+        assert training_pairs(DemoSettings(out=tmp_path / "demo", overrides=overrides)) is None, overrides

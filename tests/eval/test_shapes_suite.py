@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corl.eval.grading import score_answer
-from corl.eval.shapes_suite import evaluate_shapes, question_form, sampled_by_topic
+from corl.eval.shapes_suite import evaluate_shapes, question_form, sampled_by_topic, unseen_accuracy
 from corl.shapes import CATEGORIES, Scene
 from corl.shapes.captions import think_text
 from corl.shapes.questions import QUESTION_TOPICS, question_topic
@@ -320,3 +320,16 @@ def test_the_blind_answerer_reuses_mc_answers_as_the_letters_they_name():
     stats = sampled_by_topic(rows, scored(rows, first_option_text), ["mc"] * 4, ["color"] * 4, "mc")["color"]
     assert stats["accuracy"] == pytest.approx(0.5)
     assert stats["blind"] == pytest.approx(0.5)  # as letters: always A, right on the two A rows
+
+
+def test_unseen_accuracy_leaves_out_the_questions_training_saw():
+    rows = {"scene": ["s0", "s1", "s2", "s3", "s4"], "question": ["q0", "q1", "q2", "q3", "q4"]}
+    details = [{"index": 0, "question_type": "oe", "correct": 1.0},   # seen in training
+               {"index": 1, "question_type": "oe", "correct": 0.0},
+               {"index": 2, "question_type": "oe", "correct": 1.0},
+               {"index": 3, "question_type": "mc", "correct": None},  # unscorable: left out as mc.accuracy does
+               {"index": 4, "question_type": "mc", "correct": 1.0}]
+    seen = {("s0", "q0"), ("s1", "another question"), ("s4", "q4")}
+    assert unseen_accuracy({"details": details}, rows, seen) == {"oe.accuracy_unseen": 0.5, "oe.n_unseen": 2}
+    assert unseen_accuracy({"details": details}, rows, set()) == {
+        "mc.accuracy_unseen": 1.0, "mc.n_unseen": 1, "oe.accuracy_unseen": 2 / 3, "oe.n_unseen": 3}
