@@ -16,7 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
-METRICS = ("t2i.overall", "mc.accuracy", "oe.accuracy", "format_rate", "think_match")
+# the *_unseen accuracies leave out held-out questions whose (scene, question) a stage trained on
+METRICS = ("t2i.overall", "mc.accuracy", "oe.accuracy", "mc.accuracy_unseen", "oe.accuracy_unseen", "format_rate",
+           "think_match")
 
 
 def mean_std(values: list[float]) -> str:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                          for stage in sorted(out.iterdir()) if (stage / "summary.json").is_file()}
 
     print(f"\nseeds {args.seeds}, {args.max_rows} held-out rows; scores in %, mean ± std over seeds")
-    print(f"{'metric':14s} {'base':>13s} {'after unified':>15s} {'final':>13s}   {'unified - base (mean)':>22s}"
+    print(f"{'metric':18s} {'base':>13s} {'after unified':>15s} {'final':>13s}   {'unified - base (mean)':>22s}"
           "   final - base per seed")
     # headline metrics, then the accuracy per question template (evaluations written before `by_topic`
     # existed have none: those rows are left out)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         change = [100 * (f - b) for f, b in zip(cols["final"], cols["base"])]
         unified = [100 * (u - b) for u, b in zip(cols["unified"], cols["base"])]
-        print(f"{label:14s} {mean_std(cols['base']):>13s} {mean_std(cols['unified']):>15s} {mean_std(cols['final']):>13s}"
+        print(f"{label:18s} {mean_std(cols['base']):>13s} {mean_std(cols['unified']):>15s} {mean_std(cols['final']):>13s}"
               f"   {' '.join(f'{c:+.1f}' for c in unified):>14s} ({statistics.fmean(unified):+.1f})"
               f"   {' '.join(f'{c:+.1f}' for c in change)} (mean {statistics.fmean(change):+.1f})")
     # the targets, on the headline tasks: the unified stage alone costs no task more than 1 point on
