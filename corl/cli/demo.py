@@ -26,6 +26,7 @@ timings.json and summed over the invocations.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import re
@@ -221,29 +222,39 @@ def training_pairs(settings: DemoSettings) -> set[tuple[str, str]] | None:
     """The (scene JSON, question) pairs of every train split the demo's stages read (whole splits: a
     superset of what they sample), or None when a stage reads data whose scenes cannot be read back (not
     a local Shapes dataset, or renamed columns)."""
-    from datasets import load_from_disk
-
     from corl.config import load_config, resolve_recipe
-    from corl.data.shapes_source import default_shapes_dir
-    from corl.shapes.dataset import scene_question_pairs
+    from corl.data.shapes_source import resolve_source
 
-    pairs: set[tuple[str, str]] = set()
+    splits = set()
     for stage in settings.stages:
         data = load_config(resolve_recipe(f"{RECIPE_FAMILY}/{stage}"), [f"seed={settings.seed}", *settings.overrides]).data
         if data.column_map:
             return None
-        if data.source == "shapes":
-            source = default_shapes_dir(data.shapes_n_train, data.shapes_n_test, data.shapes_seed, data.shapes_image_size)
-        else:
-            source = Path(data.source)
-        try:
-            split = load_from_disk(str(source))[data.split]
-        except (OSError, KeyError, ValueError):  # not a save_to_disk folder, or no such split
+        splits.add((resolve_source(data), data.split))  # the stages mostly share one split: read it once
+    pairs: set[tuple[str, str]] = set()
+    for source, split in splits:
+        found = _split_pairs(source, split)
+        if found is None:
             return None
-        if not {"scene", "question"} <= set(split.column_names):
-            return None
-        pairs |= scene_question_pairs(split.select_columns(["scene", "question"]))
+        pairs |= found
     return pairs
+
+
+@functools.lru_cache(maxsize=4)
+def _split_pairs(source: str, split: str) -> frozenset[tuple[str, str]] | None:
+    """(scene, question) pairs of a save_to_disk dataset's split, read once per process (a demo evaluates
+    several checkpoints against the same training data); None without those columns."""
+    from datasets import load_from_disk
+
+    from corl.shapes.dataset import scene_question_pairs
+
+    try:
+        rows = load_from_disk(source)[split]
+    except (OSError, KeyError, ValueError):  # not a save_to_disk folder, or no such split
+        return None
+    if not {"scene", "question"} <= set(rows.column_names):
+        return None
+    return frozenset(scene_question_pairs(rows.select_columns(["scene", "question"])))
 
 
 def evaluate_checkpoint(model_path: str | Path, out_json: Path, settings: DemoSettings,

@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from corl.paths import cache_root
 from corl.shapes.dataset import build_shapes_dataset
@@ -45,3 +46,13 @@ def default_shapes_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def shapes_dir_of(data: Any) -> Path:
+    """The Shapes dataset directory of a `DataConfig`'s shapes_* sizes (built if missing)."""
+    return default_shapes_dir(data.shapes_n_train, data.shapes_n_test, data.shapes_seed, data.shapes_image_size)
+
+
+def resolve_source(data: Any) -> str:
+    """A `DataConfig`'s source as `load_rows` reads it: `shapes` becomes its dataset directory."""
+    return str(shapes_dir_of(data)) if data.source == "shapes" else data.source

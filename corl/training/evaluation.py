@@ -43,11 +43,9 @@ class ShapesEvaluator:
         if self.rows is None:
             from corl.data import load_rows
             from corl.data.collate import balanced_indices, strata_of
-            from corl.data.shapes_source import default_shapes_dir
+            from corl.data.shapes_source import shapes_dir_of
 
-            d = self.cfg.data
-            folder = default_shapes_dir(d.shapes_n_train, d.shapes_n_test, d.shapes_seed, d.shapes_image_size)
-            rows = load_rows(str(folder), split="test", task="unified").dataset
+            rows = load_rows(str(shapes_dir_of(self.cfg.data)), split="test", task="unified").dataset
             n = self.cfg.train.eval_max_rows
             if n and n < len(rows):
                 rows = rows.select(balanced_indices(strata_of(rows, EVAL_STRATA), n))

@@ -279,12 +279,9 @@ def load_training_data(cfg: CorlConfig, accelerator: Any) -> Any:
     from corl.data import load_rows
 
     with accelerator.main_process_first():
-        source = cfg.data.source
-        if source == "shapes":
-            from corl.data.shapes_source import default_shapes_dir
+        from corl.data.shapes_source import resolve_source
 
-            d = cfg.data
-            source = str(default_shapes_dir(d.shapes_n_train, d.shapes_n_test, d.shapes_seed, d.shapes_image_size))
+        source = resolve_source(cfg.data)
         needs_image = None
         if cfg.stage == "t2i" and any(n in VISUAL_CYCLE_REWARDS for n in cfg.rewards.t2i_reward_funcs):
             needs_image = True  # the visual cycle half compares with the real image
