@@ -18,6 +18,9 @@ shipped `make_base_report.json` on the same machine type. Variants:
   the scene's think text ("I see two red circles and a blue square."), and whose target is the answer to
   a color, shape, count or exists question (the templates a think text answers). It trains the LLM and its
   text head to answer from the description, the reading the base's answers lack.
+- question-first: the recipe with the question before the image in every understanding prompt (SFT and
+  evaluation; `PromptStyle.image_first=False`), so that image tokens can attend to the question: an
+  exists check becomes a comparison each image token can make on its own.
 
 `--save-dir DIR` saves each variant's model to DIR/<variant>; `CORL_SHAPES_BASE=DIR/<variant> corl demo`
 then runs the demo from it.
@@ -46,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "understanding-x3": {"mm2t_factor": 3},
     "exists-half-x2": {"mm2t_factor": 2, "exists_share": 0.5},
     "reading-pretrained": {"reading_steps": 600},
+    "question-first": {"image_first": False},
 }
 TEMPLATES = ("color", "shape", "count", "exists", "relation", "side")
 READING_TEMPLATES = ("color", "shape", "count", "exists")  # the OE templates a think text answers
@@ -144,9 +148,11 @@ def run_variant(start, state: dict, rng_state, recipe, seed: int, knobs: dict, q
 
     from corl.basemodel.pipeline import evaluate_base, sft_pools
     from corl.basemodel.sft import train_sft
+    from corl.policy.prompts import PromptStyle
 
     share = knobs.get("exists_share", 0.0)
     start.policy.model.load_state_dict(state)
+    start.policy.style = PromptStyle(image_first=knobs.get("image_first", True))  # SFT's and evaluation's
     torch.set_rng_state(rng_state)
     reading_steps = min(knobs.get("reading_steps", 0), 2) if quick else knobs.get("reading_steps", 0)
     reading_seconds = (reading_pretraining(start.policy, reading_steps, 4 if quick else READING_BATCH, seed)

@@ -203,7 +203,7 @@ def build_mm2t_pool(policy: JanusPolicy, examples: Sequence[tuple[Scene, str, st
     for start in range(0, len(examples), chunk):
         part = examples[start : start + chunk]
         images = [render_scene(s, image_size) for s, _, _ in part]
-        enc = encode_understanding(policy.processor, images, [q for _, q, _ in part])
+        enc = encode_understanding(policy.processor, images, [q for _, q, _ in part], policy.style)
         prompt_ids.extend(_unpadded(enc.input_ids, enc.attention_mask))
         pixel_values.append(enc.pixel_values)
         for scene, question, solution in part:

@@ -16,6 +16,7 @@ from corl.basemodel.sft import (
     train_sft,
 )
 from corl.policy.policy import JanusPolicy
+from corl.policy.prompts import PromptStyle
 from corl.policy.testing import tiny_janus
 from corl.rewards.accuracy import answer_span
 from corl.rewards.format import has_think_answer_format
@@ -75,6 +76,23 @@ def test_pools_follow_the_format_rule_and_end_with_eos():
 
     t2i = build_t2i_pool(policy, sample_t2i_examples(5, seed=0), image_size=32)
     assert t2i.codes.shape == (5, 16) and all(ids[-1] == policy.tokens.boi_id for ids in t2i.prompt_ids)
+
+
+def test_mm2t_pool_prompts_follow_the_policys_prompt_style():
+    policy = tiny_policy()
+    examples = sample_mm2t_examples(3, seed=0)
+    config = SFTConfig()
+    image_first = build_mm2t_pool(policy, examples, image_size=32, config=config)
+    policy.style = PromptStyle(image_first=False)
+    question_first = build_mm2t_pool(policy, examples, image_size=32, config=config)
+    tokenizer, image_id = policy.processor.tokenizer, policy.tokens.image_token_id
+    for (_, question, _), before, after in zip(examples, image_first.prompt_ids, question_first.prompt_ids):
+        word = question.split()[0]  # "What", "How", "Is", ...
+        for ids, image_leads in ((before, True), (after, False)):
+            text_at = tokenizer.decode(ids).index(word)
+            image_at = tokenizer.decode(ids).index(tokenizer.decode([image_id]))
+            assert (image_at < text_at) == image_leads
+        assert sorted(before) == sorted(after)  # the same tokens, in another order
 
 
 def test_option_text_answer_names_the_solution_option():

@@ -51,15 +51,16 @@ def test_reading_examples_answer_from_the_think_text_without_an_image(bench, tin
 
 def test_quick_run_trains_each_variant_from_the_same_start(bench, tmp_path, capsys):
     out = tmp_path / "budget.json"
-    variants = ["recipe", "exists-half-x2", "reading-pretrained"]
+    variants = ["recipe", "exists-half-x2", "reading-pretrained", "question-first"]
     assert bench.main(["--quick", "--variants", *variants, "--json", str(out),
                        "--save-dir", str(tmp_path / "models")]) == 0
     results = json.loads(out.read_text())
-    assert [results[v]["steps"] for v in variants] == ["2/2", "2/4", "2/2 +2r"]
+    assert [results[v]["steps"] for v in variants] == ["2/2", "2/4", "2/2 +2r", "2/2"]
     assert results["recipe"]["reading_seconds"] == 0
     assert all(0.0 <= r["oe.accuracy"] <= 1.0 for r in results.values())
     weights = {v: (tmp_path / "models" / v / "model.safetensors").read_bytes() for v in variants}
     # same start, same SFT stream: only the reading phase makes these two differ
     assert weights["reading-pretrained"] != weights["recipe"]
+    assert weights["question-first"] != weights["recipe"]  # the same examples, prompted question first
     printed = capsys.readouterr().out
     assert "sampled vs blind" in printed and "reading-pretrained" in printed
