@@ -11,6 +11,7 @@ Examples, drawn from a seeded stream of fresh Shapes scenes (the test split's ro
 - mm2t: the understanding prompt of `encode_understanding` (image + question + answer-format
   instruction) -> "<think>I see ...</think><answer>...</answer>" then EOS. Loss: cross-entropy of the
   text head on the completion tokens only (EOS included), through `scoring.text_token_logits`.
+Both prompts are worded in the policy's own `PromptStyle` (`policy.style`), as its rollouts are.
 
 MC answers: a share `mc_option_text` of MC targets answer with the option's text ("<answer>blue</answer>",
 which R_acc and the evaluation accept: the option text maps to its letter) instead of the letter. The
@@ -183,7 +184,7 @@ def build_t2i_pool(policy: JanusPolicy, examples: Sequence[tuple[str, Scene]], i
     vq = policy.model.model.vqmodel
     for start in range(0, len(examples), chunk):
         part = examples[start : start + chunk]
-        enc = encode_generation(policy.processor, [c for c, _ in part])
+        enc = encode_generation(policy.processor, [c for c, _ in part], policy.style)
         prompt_ids.extend(_unpadded(enc.input_ids, enc.attention_mask))
         pixels = images_to_pixels([render_scene(s, image_size) for _, s in part])
         codes.append(encode_codes(vq, pixels))

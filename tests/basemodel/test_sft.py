@@ -89,9 +89,8 @@ def test_mm2t_pool_prompts_follow_the_policys_prompt_style():
     for (_, question, _), before, after in zip(examples, image_first.prompt_ids, question_first.prompt_ids):
         word = question.split()[0]  # "What", "How", "Is", ...
         for ids, image_leads in ((before, True), (after, False)):
-            text_at = tokenizer.decode(ids).index(word)
-            image_at = tokenizer.decode(ids).index(tokenizer.decode([image_id]))
-            assert (image_at < text_at) == image_leads
+            text = tokenizer.decode(ids)
+            assert (text.index(tokenizer.decode([image_id])) < text.index(word)) == image_leads
         assert sorted(before) == sorted(after)  # the same tokens, in another order
 
 
