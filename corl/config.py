@@ -240,6 +240,10 @@ class TrainConfig:
     logits_chunk_mb: int = _f(LOGITS_CHUNK_MB, "Log-prob scoring runs the heads over chunks of positions whose float32 "
                               "logits stay under this many MiB (with activation checkpointing per chunk under "
                               "autograd), so the [rows, positions, vocab] logits never exist at once.")
+    share_prompts: bool = _f(True, "Score the G answers of an understanding prompt in one packed sequence whose "
+                             "prompt (image tokens and question) runs once, with a block attention mask: the same "
+                             "log-probs up to float rounding, a fraction of the compute when prompts are long. "
+                             "Needs sdpa or eager attention (others score row by row, logged once).")
     memory_check: bool = _f(True, "Plan the run's memory per device at start (what `corl plan` prints, for the "
                             "devices this process sees) and stop before loading weights when it cannot fit.")
     log_rollouts: bool = _f(False, "Write each rank's row indices, rollout seeds, completions and rewards per step "

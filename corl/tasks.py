@@ -171,7 +171,7 @@ class ImageToText(Task):
         return text_token_logps(
             policy, inputs["prompt_ids"], inputs["prompt_mask"], inputs["pixel_values"], inputs["completion_ids"],
             inputs["completion_mask"], temperature=self.cfg.rollout.temperature, return_entropy=return_entropy,
-            logits_chunk_mb=self.cfg.train.logits_chunk_mb,
+            logits_chunk_mb=self.cfg.train.logits_chunk_mb, share_prompts=self.cfg.train.share_prompts,
         )
 
     def max_completion_length(self, policy: JanusPolicy) -> int:

@@ -170,10 +170,12 @@ def test_chunked_rollouts_train(model_dir, tmp_path):
 ])
 def test_update_in_chunks_of_rows_equals_the_whole_micro_batch(model_dir, tmp_path, stage, loss_type, extra):
     """train.update_batch_size splits each micro-batch's rows (B x G = 4) into chunks scored and
-    back-propagated one by one: same rollouts, same update and metrics up to float rounding."""
+    back-propagated one by one: same rollouts, same update and metrics up to float rounding. Every row runs
+    its own prompt here (a chunk of 1 row has no group to pack; packed scoring has its own test below)."""
     runs = {}
     for size in (0, 1, 3):
-        cfg = tiny_config(model_dir, stage, [f"grpo.loss_type={loss_type}", f"train.update_batch_size={size}", *extra])
+        cfg = tiny_config(model_dir, stage, [f"grpo.loss_type={loss_type}", f"train.update_batch_size={size}",
+                                             "train.share_prompts=false", *extra])
         runs[size] = (train(cfg, tmp_path / f"run{size}"), rows_of(tmp_path / f"run{size}")[1][0])
     whole = weights(runs[0][0].final_checkpoint)
     before = weights(model_dir)
@@ -188,6 +190,23 @@ def test_update_in_chunks_of_rows_equals_the_whole_micro_batch(model_dir, tmp_pa
             "reward/" + ("t2i" if stage == "t2i" else "mm2t") + "/mean"]  # the same rollouts
         for key in [k for k in reference if k.startswith(("loss", "entropy/", "clip_ratio", "grad_norm"))]:
             assert row[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), key
+
+
+def test_shared_prompt_scoring_trains_as_row_by_row(model_dir, tmp_path):
+    """train.share_prompts (the default) scores a group's answers in one packed sequence: the same rollouts,
+    update and metrics as scoring every row with its own prompt, up to float rounding."""
+    runs = {}
+    for share in (False, True):
+        cfg = tiny_config(model_dir, "mc", [f"train.share_prompts={str(share).lower()}", "grpo.beta=0.04",
+                                            "rewards.mm2t_reward_funcs=[test_answer_length]",
+                                            "rewards.mm2t_reward_weights=[1.0]"])
+        result = train(cfg, tmp_path / f"run{share}")
+        runs[share] = (weights(result.final_checkpoint), rows_of(tmp_path / f"run{share}")[1][0])
+    (plain, plain_row), (packed, packed_row) = runs[False], runs[True]
+    assert all(torch.allclose(plain[k], packed[k], rtol=0, atol=1e-5) for k in plain)
+    assert packed_row["reward/mm2t/mean"] == plain_row["reward/mm2t/mean"]
+    for key in [k for k in plain_row if k.startswith(("loss", "entropy/", "kl", "grad_norm"))]:
+        assert packed_row[key] == pytest.approx(plain_row[key], rel=1e-4, abs=1e-6), key
 
 
 @pytest.mark.parametrize("mode", ["joint_reward", "joint_advantage", "separate"])

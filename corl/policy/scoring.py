@@ -44,6 +44,14 @@ from corl.policy.logits import (
     unconditional_prompt,
 )
 from corl.policy.policy import JanusPolicy
+from corl.policy.shared_prompts import (
+    PACKABLE_ATTENTION,
+    attention_mask_for,
+    consecutive_prompt_groups,
+    pack_embeddings,
+    packed_layout,
+    unpack_scoring_states,
+)
 
 logger = logging.getLogger(__name__)
 _logged_settings: set[tuple] = set()
@@ -236,11 +244,32 @@ def _text_hidden(
     pixel_values: torch.Tensor,  # [R, 3, H, W] one image per row
     completion_ids: torch.Tensor,  # [R, C]
     completion_mask: torch.Tensor,  # [R, C]
+    share_prompts: bool = False,
 ) -> torch.Tensor:
-    """LLM states that predict each completion token -> [R, C, D] (state t predicts token t)."""
+    """LLM states that predict each completion token -> [R, C, D] (state t predicts token t).
+
+    Rows that share their prompt and image with the row before them (a group's G answers) are scored in one
+    packed sequence per group (`corl.policy.shared_prompts`) when `share_prompts` is on and the attention
+    implementation takes a 4-D mask; otherwise each row runs its own prompt."""
     model = policy.model
     language_model = model.model.language_model
     prompt_len = prompt_ids.shape[1]
+    attention = language_model.config._attn_implementation
+    if share_prompts and attention not in PACKABLE_ATTENTION:
+        _log_once("text log-probs: %s attention takes no 4-D mask, so every row runs its own prompt", attention)
+    if share_prompts and attention in PACKABLE_ATTENTION and completion_ids.shape[1] > 0:
+        groups = consecutive_prompt_groups(prompt_ids, prompt_mask, pixel_values)
+        if groups.num_groups < prompt_ids.shape[0]:
+            layout = packed_layout(groups, prompt_mask, completion_mask)
+            prompt_embeds = understanding_embeddings(
+                model, prompt_ids[groups.first_row], pixel_values[groups.first_row].to(policy.dtype)
+            )  # [U, P, D]
+            embeds = pack_embeddings(layout, prompt_embeds, language_model.get_input_embeddings()(completion_ids))
+            hidden = language_model(
+                inputs_embeds=embeds, attention_mask=attention_mask_for(layout, attention, embeds.dtype),
+                position_ids=layout.positions, use_cache=False,
+            ).last_hidden_state  # [U, L, D]
+            return unpack_scoring_states(layout, hidden)  # [R, C, D]
     ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [R, P + C]
     mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
     embeds = understanding_embeddings(model, ids, pixel_values.to(policy.dtype))  # [R, P + C, D]
@@ -257,11 +286,12 @@ def _text_head(policy: JanusPolicy, hidden: torch.Tensor) -> torch.Tensor:
 
 def text_token_logits(
     policy: JanusPolicy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, pixel_values: torch.Tensor,
-    completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+    completion_ids: torch.Tensor, completion_mask: torch.Tensor, *, share_prompts: bool = False,
 ) -> torch.Tensor:
     """Text-head logits that predict each completion token -> [R, C, V] (model dtype, before temperature).
-    Inputs and their shapes as in `text_token_logps`."""
-    hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
+    Inputs, their shapes and `share_prompts` as in `text_token_logps`."""
+    hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask,
+                          share_prompts)
     return _text_head(policy, hidden)
 
 
@@ -276,13 +306,17 @@ def text_token_logps(
     temperature: float = 1.0,
     return_entropy: bool = False,
     logits_chunk_mb: int = LOGITS_CHUNK_MB,
+    share_prompts: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of every completion token -> [R, C] float32 (and entropy [R, C] if asked).
 
     Positions where completion_mask is 0 get finite but meaningless values; mask them in the loss.
     The head runs in chunks of positions when the full logits would exceed logits_chunk_mb MiB.
+    share_prompts: consecutive rows with the same prompt and image (a GRPO group) are scored in one packed
+    sequence whose prompt runs once (`corl.policy.shared_prompts`); the same values up to float rounding.
     """
-    hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
+    hidden = _text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask,
+                          share_prompts)
     return _chunked_score(
         lambda states: _text_head(policy, states),
         hidden,

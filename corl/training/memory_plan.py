@@ -285,6 +285,12 @@ def plan_memory(cfg: CorlConfig, shape: ModelShape, devices: Devices,
                 tokens, head_vocab = n * (r.max_prompt_length + r.max_completion_length), shape.vocab
             kept = tokens * shape.layers * (shape.hidden * residual if cfg.model.gradient_checkpointing else per_token)
             heads = min(t.logits_chunk_mb * MiB, tokens * head_vocab * 4) * LOGITS_COPIES + tokens * shape.hidden * 8
+            if task == "mm2t" and t.share_prompts:
+                # packed scoring (corl.policy.shared_prompts) runs fewer tokens than counted above, plus one
+                # [L, L] mask per prompt, L = P + k x C: kept as bool and as an attention bias in compute dtype
+                answers = min(n, r.num_generations)
+                length = r.max_prompt_length + answers * r.max_completion_length
+                heads += -(-n // answers) * length**2 * (1 + cb)
             total_bytes += kept + heads
             largest = max(largest, tokens * per_token)
             parts.append(f"{task} {tokens} tokens")

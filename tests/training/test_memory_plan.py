@@ -115,3 +115,15 @@ def test_self_captioner_rollout_is_counted():
     _, self_captioned = janus_1b_plan("rewards.captioner=self")
     assert "self-caption" in self_captioned.components["rollout KV cache"][1]
     assert "self-caption" not in blip.components["rollout KV cache"][1]
+
+
+def test_shared_prompt_scoring_adds_its_packed_masks():
+    cfg, packed = janus_1b_plan()
+    _, plain = janus_1b_plan("train.share_prompts=false")
+    assert cfg.train.share_prompts  # the default
+    r, rows = cfg.rollout, cfg.train.per_device_batch_size * cfg.rollout.num_generations
+    length = r.max_prompt_length + r.num_generations * r.max_completion_length  # [prompt | G answers]
+    masks = cfg.train.per_device_batch_size * length**2 * (1 + 2)  # bool + a bf16 bias per prompt
+    assert rows == cfg.train.per_device_batch_size * r.num_generations
+    extra = packed.components["update activations"][0] - plain.components["update activations"][0]
+    assert extra == masks
