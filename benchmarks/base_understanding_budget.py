@@ -10,7 +10,7 @@ shipped `make_base_report.json` on the same machine type. Variants:
 
 - recipe: the shipped `SFTConfig`.
 - understanding-x2 / -x3: 2 / 3 times the recipe's 300 steps of the understanding loss (generation stops
-  at its 300).
+  at its 300); understanding-x0.67 / -x0.5: 200 / 150 steps (a weaker base, with more room for RL).
 - exists-half-x2: understanding-x2 with half of the open-ended examples drawn from the exists template
   ("Is there a red square in the image?"), so exists sees 5.4 times the recipe's examples.
 - reading-pretrained: the recipe after a text-only phase, as a real Janus's LLM is text-pretrained before
@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict] = {
     "exists-half-x2": {"mm2t_factor": 2, "exists_share": 0.5},
     "reading-pretrained": {"reading_steps": 600},
     "question-first": {"image_first": False},
+    "understanding-x0.67": {"mm2t_factor": 2 / 3},
+    "understanding-x0.5": {"mm2t_factor": 0.5},
 }
 TEMPLATES = ("color", "shape", "count", "exists", "relation", "side")
 READING_TEMPLATES = ("color", "shape", "count", "exists")  # the OE templates a think text answers
@@ -157,7 +159,8 @@ def run_variant(start, state: dict, rng_state, recipe, seed: int, knobs: dict, q
     reading_steps = min(knobs.get("reading_steps", 0), 2) if quick else knobs.get("reading_steps", 0)
     reading_seconds = (reading_pretraining(start.policy, reading_steps, 4 if quick else READING_BATCH, seed)
                        if reading_steps else 0.0)
-    config = replace(recipe.sft, seed=seed, mm2t_steps=recipe.sft.mm2t_steps * knobs.get("mm2t_factor", 1))
+    mm2t_steps = round(recipe.sft.mm2t_steps * knobs.get("mm2t_factor", 1))
+    config = replace(recipe.sft, seed=seed, mm2t_steps=mm2t_steps)
     t2i, mm2t = sft_pools(start, config, recipe.sizes.image_size, exists_heavy(share) if share else None)
     began = time.perf_counter()
     train_sft(start.policy, t2i, mm2t, config)
