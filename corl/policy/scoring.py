@@ -19,6 +19,10 @@ Image tokens sampled with classifier-free guidance can be scored two ways; the c
 - cfg_weight=w: the distribution the rollout sampled from, log_softmax((uncond + w (cond - uncond)) / T),
   with the unconditional rows built exactly as in the rollout; gradients flow through both branches.
 
+Understanding rows that share prompt and image (a GRPO group's answers) can be scored in one packed sequence
+per group, the prompt run once (`share_prompts`; `corl.policy.shared_prompts`): the same states up to float
+rounding.
+
 Memory: the head (and log-softmax) runs over chunks of positions when the whole [rows, positions, vocab]
 float32 logits would exceed `logits_chunk_mb` MiB (`train.logits_chunk_mb`), with activation checkpointing per chunk under autograd,
 so the largest logits tensor alive is one chunk's. Entropies (`return_entropy`) are metrics and carry no
@@ -254,22 +258,10 @@ def _text_hidden(
     model = policy.model
     language_model = model.model.language_model
     prompt_len = prompt_ids.shape[1]
-    attention = language_model.config._attn_implementation
-    if share_prompts and attention not in PACKABLE_ATTENTION:
-        _log_once("text log-probs: %s attention takes no 4-D mask, so every row runs its own prompt", attention)
-    if share_prompts and attention in PACKABLE_ATTENTION and completion_ids.shape[1] > 0:
-        groups = consecutive_prompt_groups(prompt_ids, prompt_mask, pixel_values)
-        if groups.num_groups < prompt_ids.shape[0]:
-            layout = packed_layout(groups, prompt_mask, completion_mask)
-            prompt_embeds = understanding_embeddings(
-                model, prompt_ids[groups.first_row], pixel_values[groups.first_row].to(policy.dtype)
-            )  # [U, P, D]
-            embeds = pack_embeddings(layout, prompt_embeds, language_model.get_input_embeddings()(completion_ids))
-            hidden = language_model(
-                inputs_embeds=embeds, attention_mask=attention_mask_for(layout, attention, embeds.dtype),
-                position_ids=layout.positions, use_cache=False,
-            ).last_hidden_state  # [U, L, D]
-            return unpack_scoring_states(layout, hidden)  # [R, C, D]
+    if share_prompts:
+        packed = _packed_text_hidden(policy, prompt_ids, prompt_mask, pixel_values, completion_ids, completion_mask)
+        if packed is not None:
+            return packed
     ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [R, P + C]
     mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
     embeds = understanding_embeddings(model, ids, pixel_values.to(policy.dtype))  # [R, P + C, D]
@@ -277,6 +269,34 @@ def _text_hidden(
         inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False
     ).last_hidden_state  # [R, P + C, D]
     return hidden[:, prompt_len - 1 : -1]  # [R, C, D]: state t predicts token t+1
+
+
+def _packed_text_hidden(
+    policy: JanusPolicy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, pixel_values: torch.Tensor,
+    completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+) -> torch.Tensor | None:
+    """`_text_hidden` with each run of rows that share prompt and image packed into one sequence -> [R, C, D];
+    None when packing does not apply (an attention implementation without 4-D masks, logged once; no two
+    rows sharing a prompt; no completion tokens)."""
+    model = policy.model
+    language_model = model.model.language_model
+    attention = language_model.config._attn_implementation
+    if attention not in PACKABLE_ATTENTION:
+        _log_once("text log-probs: %s attention takes no 4-D mask, so every row runs its own prompt", attention)
+        return None
+    groups = consecutive_prompt_groups(prompt_ids, prompt_mask, pixel_values)
+    if completion_ids.shape[1] == 0 or groups.num_groups == prompt_ids.shape[0]:
+        return None
+    layout = packed_layout(groups, prompt_mask, completion_mask)
+    prompt_embeds = understanding_embeddings(
+        model, prompt_ids[groups.first_row], pixel_values[groups.first_row].to(policy.dtype)
+    )  # [U, P, D]
+    embeds = pack_embeddings(layout, prompt_embeds, language_model.get_input_embeddings()(completion_ids))
+    hidden = language_model(
+        inputs_embeds=embeds, attention_mask=attention_mask_for(layout, attention, embeds.dtype),
+        position_ids=layout.positions, use_cache=False,
+    ).last_hidden_state  # [U, L, D]
+    return unpack_scoring_states(layout, hidden)
 
 
 def _text_head(policy: JanusPolicy, hidden: torch.Tensor) -> torch.Tensor:
