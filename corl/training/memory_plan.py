@@ -290,10 +290,13 @@ def plan_memory(cfg: CorlConfig, shape: ModelShape, devices: Devices,
                 # [L, L] mask per prompt, L = P + k x C: kept as bool and as an attention bias in compute dtype
                 answers = min(n, r.num_generations)
                 length = r.max_prompt_length + answers * r.max_completion_length
-                heads += -(-n // answers) * length**2 * (1 + cb)
+                masks = -(-n // answers) * length**2 * (1 + cb)
+                heads += masks
+                parts.append(f"{task} {tokens} tokens + packed masks {masks / GiB:.2f} GiB")
+            else:
+                parts.append(f"{task} {tokens} tokens")
             total_bytes += kept + heads
             largest = max(largest, tokens * per_token)
-            parts.append(f"{task} {tokens} tokens")
         if cfg.model.gradient_checkpointing:
             total_bytes += largest  # the layer being recomputed
         return total_bytes, ", ".join(parts)

@@ -127,3 +127,5 @@ def test_shared_prompt_scoring_adds_its_packed_masks():
     assert rows == cfg.train.per_device_batch_size * r.num_generations
     extra = packed.components["update activations"][0] - plain.components["update activations"][0]
     assert extra == masks
+    assert f"packed masks {masks / GiB:.2f} GiB" in packed.components["update activations"][1]
+    assert "packed masks" not in plain.components["update activations"][1]
