@@ -56,7 +56,7 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from corl.generation.step_compiler import compile_decoder
-from corl.policy.logits import positions_from_mask
+from corl.policy.logits import additive_mask, positions_from_mask
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class DecodeStep:
         )
         keep = self.full_mask.bool()[:, None, None, :]  # [b, 1, 1, P + new], True = attend
         if config._attn_implementation == "eager":
-            self.mask = _additive_mask(keep, dtype)  # transformers' eager mask
+            self.mask = additive_mask(keep, dtype)  # transformers' eager mask
         else:  # sdpa: a boolean mask, none at all without padding (as transformers does)
             self.mask = None if bool(prompt_mask.bool().all()) else keep
 
@@ -379,11 +379,6 @@ def _rotary_table(
     probe = torch.empty(1, dtype=dtype, device=positions.device)
     cos, sin = language_model.rotary_emb(probe, position_ids=positions)
     return cos.contiguous(), sin.contiguous()
-
-
-def _additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """bool keep-mask -> 0 where attended, the dtype's minimum elsewhere (transformers' eager mask)."""
-    return torch.where(keep, torch.zeros((), dtype=dtype, device=keep.device), torch.finfo(dtype).min)
 
 
 # ----------------------------------------------------------------------- static shapes (compile)
@@ -550,7 +545,7 @@ class StaticDecoder(torch.nn.Module):
         keep = torch.ones(rows, capacity, dtype=torch.bool, device=prompt_mask.device)
         keep[:, :prompt_len] = prompt_mask.bool()
         keep[:, prompt_len + max_new :] = False
-        self.mask.copy_(_additive_mask(keep, self.mask.dtype)[:, None, None, :])
+        self.mask.copy_(additive_mask(keep, self.mask.dtype)[:, None, None, :])
         positions = (
             positions_from_mask(prompt_mask)[:, -1:] + 1 + torch.arange(max(max_new, 1), device=keep.device)
         )

@@ -22,6 +22,12 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
+def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool keep-mask (True = attend) -> 0 where attended, the dtype's minimum elsewhere: the form eager
+    attention adds to its scores (transformers' eager mask). Same shape as `keep`."""
+    return torch.where(keep, torch.zeros((), dtype=dtype, device=keep.device), torch.finfo(dtype).min)
+
+
 def unconditional_prompt(prompt_ids: torch.Tensor, *, bos_id: int, boi_id: int, pad_id: int) -> torch.Tensor:
     """The CFG unconditional prompt: every token except BOS and the image-start tag becomes pad.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from corl.policy.logits import positions_from_mask
+from corl.policy.logits import additive_mask, positions_from_mask
 
 PACKABLE_ATTENTION = ("sdpa", "eager")
 
@@ -129,7 +129,4 @@ def attention_mask_for(layout: PackedLayout, attn_implementation: str, dtype: to
     """The 4-D mask in the form the attention implementation takes: bool for sdpa, additive for eager."""
     if attn_implementation not in PACKABLE_ATTENTION:
         raise ValueError(f"packed scoring needs one of {PACKABLE_ATTENTION} attention, not {attn_implementation!r}")
-    if attn_implementation == "sdpa":
-        return layout.keep
-    zero = torch.zeros((), dtype=dtype, device=layout.keep.device)
-    return torch.where(layout.keep, zero, torch.finfo(dtype).min)
+    return layout.keep if attn_implementation == "sdpa" else additive_mask(layout.keep, dtype)
