@@ -57,8 +57,10 @@ def time_scoring(policy, rollout, temperature: float, repeats: int) -> None:
     mask = rollout.completion_mask.bool()
     rows, prompt_len = rollout.prompt_ids.shape
     completion_len = rollout.completion_ids.shape[1]
-    groups = rows // policy_group_size(rollout)
-    tokens = {False: rows * (prompt_len + completion_len), True: groups * (prompt_len + rows // groups * completion_len)}
+    groups = prompt_groups(rollout)
+    # tokens through the LLM: every row's prompt and answer, or one packed sequence per group
+    tokens = {False: rows * (prompt_len + completion_len),
+              True: groups.num_groups * (prompt_len + groups.max_size * completion_len)}
     for p in policy.model.parameters():
         p.requires_grad_(True)
     seconds: dict[tuple[bool, bool], list[float]] = {}
@@ -75,7 +77,7 @@ def time_scoring(policy, rollout, temperature: float, repeats: int) -> None:
                     if grad:
                         (logps * rollout.completion_mask).sum().backward()
                 seconds.setdefault((grad, share), []).append(time.perf_counter() - start)
-    print(f"\nscoring one oe micro-batch: {rows} answers to {groups} prompts, prompts {prompt_len} tokens, answers "
+    print(f"\nscoring one oe micro-batch: {rows} answers to {groups.num_groups} prompts, prompts {prompt_len} tokens, answers "
           f"up to {completion_len}; LLM tokens row by row {tokens[False]}, shared {tokens[True]} "
           f"({tokens[False] / tokens[True]:.2f}x fewer)")
     print(f"largest |log-prob difference| on answer tokens: {(plain - packed)[mask].abs().max().item():.2e}")
@@ -85,13 +87,16 @@ def time_scoring(policy, rollout, temperature: float, repeats: int) -> None:
         print(f"{label:22s} {a:13.4f} {b:10.4f} {a / b:6.2f}x")
 
 
+def prompt_groups(rollout):
+    """The rollout's runs of rows with one prompt and image, as packed scoring groups them."""
+    from corl.policy.shared_prompts import consecutive_prompt_groups
+
+    return consecutive_prompt_groups(rollout.prompt_ids, rollout.prompt_mask, rollout.pixel_values)
+
+
 def policy_group_size(rollout) -> int:
-    """Rows per prompt: the length of the first run of equal prompt rows."""
-    ids = rollout.prompt_ids
-    size = 1
-    while size < ids.shape[0] and torch.equal(ids[size], ids[0]):
-        size += 1
-    return size
+    """Rows per prompt (the largest group)."""
+    return prompt_groups(rollout).max_size
 
 
 def time_stages(stages: list[str], model: str, args: argparse.Namespace) -> None:

@@ -284,8 +284,10 @@ def _packed_text_hidden(
     if attention not in PACKABLE_ATTENTION:
         _log_once("text log-probs: %s attention takes no 4-D mask, so every row runs its own prompt", attention)
         return None
+    if completion_ids.shape[1] == 0:
+        return None
     groups = consecutive_prompt_groups(prompt_ids, prompt_mask, pixel_values)
-    if completion_ids.shape[1] == 0 or groups.num_groups == prompt_ids.shape[0]:
+    if groups.num_groups == prompt_ids.shape[0]:  # no two rows share a prompt
         return None
     layout = packed_layout(groups, prompt_mask, completion_mask)
     prompt_embeds = understanding_embeddings(
