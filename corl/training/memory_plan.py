@@ -184,6 +184,15 @@ def layer_activation_bytes(hidden: int, intermediate: int, mode: str) -> int:
     return coefficients[0] * hidden + coefficients[1] * intermediate
 
 
+def packed_groups(rows: int, group_size: int) -> int:
+    """The most GRPO groups an update chunk of `rows` consecutive completions touches. Chunks start at
+    multiples of `rows`, so when rows is a multiple or a divisor of G they never cut a group: ceil(rows / G).
+    Otherwise a chunk can cut a group at both ends."""
+    if rows % group_size == 0 or group_size % rows == 0:
+        return -(-rows // group_size)
+    return min(rows, -(-(rows - 1) // group_size) + 1)
+
+
 def reward_models(cfg: CorlConfig, count_local: Callable[[str], int | None]) -> dict[str, int | None]:
     """The reward models a run loads -> their parameters (None: unknown size). count_local(path) counts a
     local checkpoint's parameters."""
@@ -283,18 +292,19 @@ def plan_memory(cfg: CorlConfig, shape: ModelShape, devices: Devices,
                 tokens, head_vocab = scored * (r.max_prompt_length + shape.image_tokens), shape.image_vocab
             else:
                 tokens, head_vocab = n * (r.max_prompt_length + r.max_completion_length), shape.vocab
+            masks = 0
+            if task == "mm2t" and t.share_prompts:
+                # packed scoring (corl.policy.shared_prompts): one sequence [prompt | k answers] per group, so
+                # the LLM runs each group's prompt once, plus one [L, L] mask per group (L = P + k x C), kept
+                # as bool and as an attention bias in compute dtype
+                groups = packed_groups(n, r.num_generations)
+                length = r.max_prompt_length + min(n, r.num_generations) * r.max_completion_length
+                tokens = groups * length
+                masks = groups * length**2 * (1 + cb)
             kept = tokens * shape.layers * (shape.hidden * residual if cfg.model.gradient_checkpointing else per_token)
             heads = min(t.logits_chunk_mb * MiB, tokens * head_vocab * 4) * LOGITS_COPIES + tokens * shape.hidden * 8
-            if task == "mm2t" and t.share_prompts:
-                # packed scoring (corl.policy.shared_prompts) runs fewer tokens than counted above, plus one
-                # [L, L] mask per prompt, L = P + k x C: kept as bool and as an attention bias in compute dtype
-                answers = min(n, r.num_generations)
-                length = r.max_prompt_length + answers * r.max_completion_length
-                masks = -(-n // answers) * length**2 * (1 + cb)
-                heads += masks
-                parts.append(f"{task} {tokens} tokens + packed masks {masks / GiB:.2f} GiB")
-            else:
-                parts.append(f"{task} {tokens} tokens")
+            heads += masks
+            parts.append(f"{task} {tokens} tokens" + (f" packed + masks {masks / GiB:.2f} GiB" if masks else ""))
             total_bytes += kept + heads
             largest = max(largest, tokens * per_token)
         if cfg.model.gradient_checkpointing:

@@ -14,6 +14,7 @@ from corl.training.memory_plan import (
     Devices,
     lora_params,
     model_shape,
+    packed_groups,
     plan_memory,
     reward_models,
 )
@@ -117,15 +118,41 @@ def test_self_captioner_rollout_is_counted():
     assert "self-caption" not in blip.components["rollout KV cache"][1]
 
 
-def test_shared_prompt_scoring_adds_its_packed_masks():
+def test_shared_prompt_scoring_counts_each_prompt_once_and_its_masks():
     cfg, packed = janus_1b_plan()
     _, plain = janus_1b_plan("train.share_prompts=false")
     assert cfg.train.share_prompts  # the default
-    r, rows = cfg.rollout, cfg.train.per_device_batch_size * cfg.rollout.num_generations
+    r, b = cfg.rollout, cfg.train.per_device_batch_size
+    rows = b * r.num_generations
     length = r.max_prompt_length + r.num_generations * r.max_completion_length  # [prompt | G answers]
-    masks = cfg.train.per_device_batch_size * length**2 * (1 + 2)  # bool + a bf16 bias per prompt
-    assert rows == cfg.train.per_device_batch_size * r.num_generations
-    extra = packed.components["update activations"][0] - plain.components["update activations"][0]
-    assert extra == masks
-    assert f"packed masks {masks / GiB:.2f} GiB" in packed.components["update activations"][1]
-    assert "packed masks" not in plain.components["update activations"][1]
+    assert f"mm2t {b * length} tokens packed + masks " in packed.components["update activations"][1]
+    assert f"mm2t {rows * (r.max_prompt_length + r.max_completion_length)} tokens (" in (
+        plain.components["update activations"][1])
+    masks = b * length**2 * (1 + 2)  # bool + a bf16 bias per group
+    assert f"masks {masks / GiB:.2f} GiB" in packed.components["update activations"][1]
+    assert "masks" not in plain.components["update activations"][1]
+    # fewer tokens kept through the checkpointed layers: the plan drops by what they held, less the masks
+    shape = SHAPE_1B
+    fewer = (rows * (r.max_prompt_length + r.max_completion_length) - b * length) * shape.layers * shape.hidden * 4
+    saved = plain.components["update activations"][0] - packed.components["update activations"][0]
+    assert fewer > masks and saved == fewer - masks + heads_difference(cfg, b * length, rows)
+
+
+def heads_difference(cfg, packed_tokens: int, rows: int) -> int:
+    """The text head's share of the plan (capped logits, plus 8 bytes a token of hidden state) for the plain
+    minus the packed token count."""
+    from corl.training.memory_plan import LOGITS_COPIES, MiB
+
+    r, shape, cap = cfg.rollout, SHAPE_1B, cfg.train.logits_chunk_mb * MiB
+    plain_tokens = rows * (r.max_prompt_length + r.max_completion_length)
+
+    def heads(tokens: int) -> int:
+        return min(cap, tokens * shape.vocab * 4) * LOGITS_COPIES + tokens * shape.hidden * 8
+
+    return heads(plain_tokens) - heads(packed_tokens)
+
+
+@pytest.mark.parametrize(("rows", "group", "groups"), [(16, 8, 2), (8, 8, 1), (4, 8, 1), (13, 8, 3), (9, 8, 2),
+                                                        (1, 8, 1), (3, 2, 2)])
+def test_packed_groups_of_an_update_chunk(rows, group, groups):
+    assert packed_groups(rows, group) == groups
