@@ -94,11 +94,6 @@ def prompt_groups(rollout):
     return consecutive_prompt_groups(rollout.prompt_ids, rollout.prompt_mask, rollout.pixel_values)
 
 
-def policy_group_size(rollout) -> int:
-    """Rows per prompt (the largest group)."""
-    return prompt_groups(rollout).max_size
-
-
 def time_stages(stages: list[str], model: str, args: argparse.Namespace) -> None:
     from corl import trainer
 

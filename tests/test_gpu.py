@@ -27,7 +27,7 @@ from corl.policy.shared_prompts import PACKABLE_ATTENTION
 from corl.policy.testing import sample_images, tiny_janus
 from corl.rewards import register_function, reward_names, unregister
 from corl.trainer import train
-from corl.training.testing import save_tiny_policy, tiny_config
+from corl.training.testing import FROZEN_PREFIXES, answer_length, save_tiny_policy, tiny_config
 
 DEVICE = torch.device(os.environ.get("CORL_GPU_TESTS_DEVICE", "cuda"))
 pytestmark = [
@@ -35,8 +35,6 @@ pytestmark = [
     pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-FROZEN_PREFIXES = ("model.vision_model.", "model.aligner.", "model.vqmodel.", "model.generation_embeddings.",
-                   "model.generation_aligner.", "model.generation_head.")
 CAPTIONS = ["a red circle", "two blue squares left of a green triangle"]
 QUESTIONS = ["what color?", "how many circles are there left of the square ?"]  # different lengths: padding
 
@@ -79,16 +77,11 @@ def test_shared_prompt_scoring_equals_row_by_row(autocast, tolerance):
     torch.testing.assert_close(packed * mask, plain * mask, atol=tolerance, rtol=0)
 
 
-def gpu_test_answer_length(prompts, completions, **columns):
-    """Varies between a random model's answers (accuracy and format score them all 0), so groups have a spread."""
-    return [len(c) / 10.0 for c in completions]
-
-
 @pytest.fixture
 def answer_length_reward():
     name = "gpu_test_answer_length"
     if name not in reward_names():
-        register_function(name, gpu_test_answer_length)
+        register_function(name, answer_length)
     yield name
     unregister(name)
 

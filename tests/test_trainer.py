@@ -17,22 +17,21 @@ from safetensors.torch import load_file
 from corl.algos import policy_loss
 from corl.rewards import register_function, reward_names, unregister
 from corl.trainer import collect_batch, score_inputs, setup_run, train
-from corl.training.testing import recording_tracker_class, save_tiny_policy, tiny_config
+from corl.training.testing import (
+    FROZEN_PREFIXES,
+    answer_length,
+    recording_tracker_class,
+    save_tiny_policy,
+    tiny_config,
+)
 from corl.training.tracking import read_metrics
 
 torch.set_num_threads(2)
 
-FROZEN_PREFIXES = ("model.vision_model.", "model.aligner.", "model.vqmodel.", "model.generation_embeddings.",
-                   "model.generation_aligner.", "model.generation_head.")
 DECODER_PREFIX = "model.language_model.layers."
 
 
 # ------------------------------------------------------------------------------------ test rewards
-
-
-def answer_length(prompts, completions, **columns):
-    """Varies between random answers, so understanding groups have a spread."""
-    return [len(c) / 10.0 for c in completions]
 
 
 def red_fraction(prompts, completions, **columns):

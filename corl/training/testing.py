@@ -28,6 +28,18 @@ TINY_OVERRIDES: tuple[str, ...] = (
     "optim.learning_rate=1e-3",
 )
 
+# The modules the shapes-tiny recipes leave frozen (model.train_modules): a step must not change them.
+FROZEN_PREFIXES: tuple[str, ...] = (
+    "model.vision_model.", "model.aligner.", "model.vqmodel.", "model.generation_embeddings.",
+    "model.generation_aligner.", "model.generation_head.",
+)
+
+
+def answer_length(prompts, completions, **columns) -> list[float]:
+    """A test reward that varies between a random model's answers (accuracy and format score them all 0),
+    so understanding groups have a spread; register it with `corl.rewards.register_function`."""
+    return [len(c) / 10.0 for c in completions]
+
 
 def save_tiny_policy(directory: str | Path, seed: int = 0) -> Path:
     """A random tiny Janus (corl.policy.testing.tiny_janus) saved with save_pretrained; returns the path."""

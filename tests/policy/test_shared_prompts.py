@@ -144,7 +144,7 @@ def test_benchmark_scores_a_micro_batch_both_ways(tiny_policy, capsys):
     model, processor = tiny_janus(0, dtype=torch.float64)
     policy = JanusPolicy(model, processor)
     rollout, _ = group_rollout(policy, group_size=4)
-    assert bench.policy_group_size(rollout) == 4
+    assert bench.prompt_groups(rollout).max_size == 4
     bench.time_scoring(policy, rollout, temperature=1.0, repeats=1)
     out = capsys.readouterr().out
     assert "8 answers to 2 prompts" in out
