@@ -21,7 +21,9 @@
    answers), `save_pretrained` of model + processor, and `make_base_report.json`.
 
 Determinism: the whole build uses `num_threads` CPU threads (default 2) and seeded generators only, so
-the same seed on the same machine and library versions gives the same weights and report numbers.
+the same seed on the same machine and library versions gives the same weights and report numbers. Another
+CPU type may not: PyTorch picks its float kernels by the CPU's instruction set, so the report records the
+machine (`machine_record`) beside the library versions.
 """
 
 from __future__ import annotations
@@ -181,6 +183,20 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def machine_record() -> dict[str, str]:
+    """What decides the build's float kernels besides the library versions: the CPU model and the instruction
+    set PyTorch dispatches to (e.g. "AVX2", "AVX512")."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -376,6 +392,7 @@ def make_base_model(
         "parameters": parameter_counts(policy.model),
         "checkpoint_bytes": _directory_bytes(out),
         "recipe": {"vq": asdict(recipe.vq), "vision": asdict(recipe.vision), "sft": asdict(recipe.sft)},
+        "machine": machine_record(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
     }
