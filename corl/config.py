@@ -204,6 +204,7 @@ class OptimConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.99, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon (added to the root of the second moment).")
     warmup_ratio: float = _f(0.0, "Fraction of steps with linear warmup.")
     lr_scheduler: str = _f("constant", "Schedule after warmup.", ("constant", "linear", "cosine"))
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
@@ -447,6 +448,7 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
     ("optim.adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optim.adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.adam_epsilon", lambda v: v > 0, "positive"),
     ("optim.warmup_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("optim.max_grad_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
     ("grpo.beta", lambda v: v >= 0, ">= 0"),

@@ -128,6 +128,7 @@ def test_cli_config_show(capsys):
     ("rollout.temperature=0", "rollout.temperature=0.0 must be > 0"),
     ("rollout.top_p=1.5", "rollout.top_p=1.5 must be in (0, 1]"),
     ("optim.adam_beta2=1.0", "optim.adam_beta2=1.0 must be in [0, 1)"),
+    ("optim.adam_epsilon=0", "optim.adam_epsilon=0.0 must be positive"),
     ("rewards.t2i_reward_weights=[.nan,1.0]", "every weight must be a finite number"),
     ("rewards.mm2t_reward_weights=[.inf,1.0]", "every weight must be a finite number"),
 ])

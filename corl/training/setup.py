@@ -254,7 +254,8 @@ def build_optimizer(cfg: CorlConfig, params: list[torch.nn.Parameter]) -> torch.
         raise ValueError("no trainable parameters: check model.train_modules")
     o = cfg.optim
     return torch.optim.AdamW(
-        params, lr=o.learning_rate, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay
+        params, lr=o.learning_rate, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_epsilon,
+        weight_decay=o.weight_decay
     )
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from corl.config import load_config, resolve_recipe
-from corl.training.setup import reward_options
+from corl.training.setup import build_optimizer, reward_options
 
 
 def test_reward_knobs_reach_the_backends():
@@ -60,3 +60,9 @@ def test_reward_kwargs_must_name_registered_rewards_but_may_serve_other_stages()
     typo = load_config(resolve_recipe("shapes-tiny/mc"), ["rewards.reward_kwargs={cycel: {combine: sum}}"])
     with pytest.raises(ValueError, match=r"unknown reward\(s\) \['cycel'\]"):
         build_rewards(typo, None, torch.device("cpu"))
+
+
+def test_optimizer_takes_its_settings_from_the_config():
+    cfg = load_config(resolve_recipe("shapes-tiny/unified"), ["optim.adam_epsilon=1e-6", "optim.adam_beta2=0.95"])
+    group = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))]).param_groups[0]
+    assert (group["eps"], group["betas"], group["lr"]) == (1e-6, (0.9, 0.95), cfg.optim.learning_rate)
