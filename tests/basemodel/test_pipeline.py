@@ -129,12 +129,14 @@ def test_rebuilding_the_shipped_recipe_reproduces_its_report(tmp_path):
     shipped_report = json.loads((SHIPPED_SHAPES_BASE / REPORT_NAME).read_text())
     report = make_base_model(tmp_path / "rebuild", seed=shipped_report["seed"],
                              num_threads=shipped_report["num_threads"])
-    same_machine = (shipped_report.get("machine") == report["machine"]
-                    and shipped_report["versions"] == report["versions"])
-    reference = shipped_report if same_machine else make_base_model(
-        tmp_path / "again", seed=shipped_report["seed"], num_threads=shipped_report["num_threads"])
+    if shipped_report.get("machine") == report["machine"] and shipped_report["versions"] == report["versions"]:
+        reference_dir, reference = SHIPPED_SHAPES_BASE, shipped_report
+    else:
+        reference_dir = tmp_path / "again"
+        reference = make_base_model(reference_dir, seed=shipped_report["seed"],
+                                    num_threads=shipped_report["num_threads"])
     assert report["evaluation"] == reference["evaluation"]
     assert report["vq"]["reconstruction"] == reference["vq"]["reconstruction"]
     assert report["sft"]["final_t2i_loss"] == reference["sft"]["final_t2i_loss"]
     assert (tmp_path / "rebuild" / "model.safetensors").read_bytes() == (
-        (SHIPPED_SHAPES_BASE if same_machine else tmp_path / "again") / "model.safetensors").read_bytes()
+        reference_dir / "model.safetensors").read_bytes()
